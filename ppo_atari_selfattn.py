@@ -102,9 +102,11 @@ class Args:
     compile: bool = False
     """if toggled, the network is compiled with torch.compile"""
     torch_threads: int = 0
-    """torch intra-op threads; 0 = all cores"""
+    """torch intra-op threads for the update (minibatches of `minibatch_size`); 0 = all cores"""
+    rollout_threads: int = 1
+    """torch intra-op threads while acting (small batches: the other cores run the emulators)"""
     env_threads: int = 0
-    """envpool worker threads per half of the envs; 0 = one per core, split between the two halves"""
+    """envpool worker threads for each half of the envs; 0 = one per core"""
 
     # Architecture
     self_attn: Literal["NA", "SWA", "CWRA", "CWCA", "CWRCA"] = "NA"
@@ -125,7 +127,7 @@ class Args:
 # shown, not what is learned.
 RUN_CONTROL_FIELDS = (
     "resume", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_attention",
-    "cuda", "compile", "torch_threads", "env_threads",
+    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads",
 )
 
 
@@ -256,9 +258,12 @@ class SelfAttention(nn.Module):
 
     @staticmethod
     def _attend(q, k, v):
-        """softmax(q k^T / sqrt(d)) v over the last two axes (..., L, d)."""
-        weights = torch.softmax(q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5), dim=-1)  # (..., L, L)
-        return weights @ v  # (..., L, d)
+        """softmax(q k^T / sqrt(d)) v over the last two axes (..., L, d), in fp32: with L = 20 and d <= 20
+        the products are tiny, and on CPU fp32 beats bf16 autocast (and SDPA) here."""
+        with torch.autocast(q.device.type, enabled=False):
+            q, k, v = q.float(), k.float(), v.float()
+            weights = torch.softmax(q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5), dim=-1)  # (..., L, L)
+            return weights @ v  # (..., L, d)
 
     def attention_term(self, h: torch.Tensor) -> torch.Tensor:
         """The attention output before the residual, scaled by alpha when learnable: (N, C, H, W)."""
@@ -300,7 +305,11 @@ class Agent(nn.Module):
         self.critic = layer_init(nn.Linear(256, 1), std=1)
 
     def c1_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.c1(x.float() / 255.0))  # (N, 4, 84, 84) uint8 -> (N, 16, 20, 20)
+        """(N, 4, 84, 84) uint8 -> (N, 16, 20, 20). c1(x / 255) computed as conv(x, w / 255) + b: the
+        scaling touches the small kernel, not the large input, and 0..255 are exact in bf16."""
+        autocast_on = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
+        return F.relu(F.conv2d(x.to(dtype), self.c1.weight / 255.0, self.c1.bias, stride=4))
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c1_features(x)
@@ -473,7 +482,7 @@ if __name__ == "__main__":
     # threads) while the policy acts on the other half
     num_groups = 2 if args.num_envs % 2 == 0 else 1
     group_size = args.num_envs // num_groups
-    env_threads = args.env_threads or max(1, num_cores // num_groups)
+    env_threads = args.env_threads or num_cores
     env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads) for g in range(num_groups)]
     group_rows = [slice(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
     eval_envs = make_env(game, args.eval_episodes, args.seed + 1_000_000, False, env_threads)
@@ -593,6 +602,7 @@ if __name__ == "__main__":
         frac = 1.0 - (iteration - 1.0) / args.num_iterations
         optimizer.param_groups[0]["lr"] = frac * args.learning_rate if args.anneal_lr else args.learning_rate
         clip_coef = frac * args.clip_coef if args.anneal_clip else args.clip_coef
+        torch.set_num_threads(args.rollout_threads)
 
         for step in range(0, args.num_steps):
             global_step += args.num_envs
@@ -643,6 +653,7 @@ if __name__ == "__main__":
 
         # Optimizing the policy and value network
         update_start = time.time()
+        torch.set_num_threads(args.torch_threads or num_cores)
         b_inds = np.arange(args.batch_size)
         clipfracs = []
         for epoch in range(args.update_epochs):
