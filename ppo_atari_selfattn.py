@@ -387,7 +387,8 @@ def save_attention_grid(agent, game, seed, device, autocast, path, num_states=4,
             heat = F.interpolate(heat[None], size=rgb.shape[:2], mode="bilinear")[0, 0].cpu()  # (210, 160)
             heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)  # signed map: min-max per frame
             axes[row, 1].imshow(heat, cmap="jet", alpha=0.5)
-        axes[row, 2].imshow(features[row], cmap="viridis")
+        feature_map = F.interpolate(features[row][None, None], size=rgb.shape[:2], mode="nearest")[0, 0]  # (210, 160)
+        axes[row, 2].imshow(feature_map, cmap="viridis")
         for col in range(3):
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
@@ -455,9 +456,9 @@ if __name__ == "__main__":
         run_name = os.path.basename(run_dir)
     else:
         run_name = f"{game}__{args.exp_name}__{args.self_attn}__{args.seed}__{int(time.time())}"
+        while os.path.exists(os.path.join("runs", run_name)):  # same second, same settings: never reuse a folder
+            run_name += "_"
         run_dir = os.path.join("runs", run_name)
-        if os.path.exists(run_dir):
-            sys.exit(f"error: run folder {run_dir} already exists; not overwriting it")
     os.makedirs(run_dir, exist_ok=True)
 
     # TRY NOT TO MODIFY: seeding

@@ -1,0 +1,49 @@
+"""End-to-end training throughput of ppo_atari_selfattn.py at default settings, per variant.
+
+    python benchmarks/sps.py                      # 100 iterations (204,800 steps) per variant
+    python benchmarks/sps.py --variants NA --iterations 20
+
+Runs the real script (no evaluation until the end, no checkpoint) in a scratch folder and reads its
+tensorboard log: SPS of the whole run, and the mean per-iteration time split after 2 warm-up iterations.
+"""
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import tyro
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ppo_atari_selfattn.py")
+
+
+@dataclass
+class Args:
+    variants: tuple[str, ...] = ("NA", "SWA", "CWRA", "CWCA", "CWRCA")
+    """variants to run"""
+    game: str = "Breakout"
+    """the Atari game"""
+    iterations: int = 100
+    """PPO iterations per run (2,048 steps each at default settings)"""
+    extra: tuple[str, ...] = ()
+    """extra arguments for the script, e.g. --extra --precision fp32"""
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    print("| variant | SPS | env s | policy s | update s | other s | other % |")
+    print("|---|---|---|---|---|---|---|")
+    for variant in args.variants:
+        with tempfile.TemporaryDirectory() as scratch:
+            command = [sys.executable, SCRIPT, "--self-attn", variant, "--env-id", args.game, "--total-timesteps",
+                       str(args.iterations * 2048), "--eval-freq", str(10**12), "--eval-episodes", "1", "--no-save-model", *args.extra]
+            subprocess.run(command, cwd=scratch, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
+            events = EventAccumulator(glob.glob(os.path.join(scratch, "runs", "*"))[0])
+            events.Reload()
+            split = {k: [e.value for e in events.Scalars(f"perf/{k}")[2:]] for k in ("env_s", "policy_s", "update_s", "other_s")}
+            mean = {k: sum(v) / len(v) for k, v in split.items()}
+            sps = events.Scalars("charts/SPS")[-2].value  # the last iteration includes the final evaluation
+            share = 100 * mean["other_s"] / sum(mean.values())
+            print(f"| {variant} | {sps:,.0f} | {mean['env_s']:.2f} | {mean['policy_s']:.2f} | {mean['update_s']:.2f} | {mean['other_s']:.3f} | {share:.1f} |", flush=True)
