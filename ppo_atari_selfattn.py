@@ -456,8 +456,10 @@ if __name__ == "__main__":
         run_name = os.path.basename(run_dir)
     else:
         run_name = f"{game}__{args.exp_name}__{args.self_attn}__{args.seed}__{int(time.time())}"
+        base_name, copy = run_name, 1
         while os.path.exists(os.path.join("runs", run_name)):  # same second, same settings: never reuse a folder
-            run_name += "_"
+            copy += 1
+            run_name = f"{base_name}-{copy}"
         run_dir = os.path.join("runs", run_name)
     os.makedirs(run_dir, exist_ok=True)
 
