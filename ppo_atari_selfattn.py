@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from contextlib import nullcontext
@@ -404,14 +405,14 @@ def record_video(agent, game, seed, device, autocast, path, deterministic=False)
     import imageio
 
     env = RenderedAtari(game, seed)
-    obs, done, episode_return, frames = env.reset(), False, 0.0, []
-    while not done:
-        frames.append(env.rgb())
-        with torch.no_grad(), autocast():
-            action, _, _, _ = agent.get_action_and_value(obs[None].to(device), deterministic=deterministic)
-        obs, reward, done = env.step(int(action))
-        episode_return += reward
-    imageio.mimwrite(path, frames, fps=15, macro_block_size=1)
+    obs, done, episode_return = env.reset(), False, 0.0
+    with imageio.get_writer(path, fps=15, macro_block_size=1) as video:  # streamed: long episodes stay out of memory
+        while not done:
+            video.append_data(env.rgb())
+            with torch.no_grad(), autocast():
+                action, _, _, _ = agent.get_action_and_value(obs[None].to(device), deterministic=deterministic)
+            obs, reward, done = env.step(int(action))
+            episode_return += reward
     return episode_return
 
 
@@ -503,7 +504,8 @@ if __name__ == "__main__":
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if start_iteration > args.num_iterations:
             sys.exit(f"error: checkpoint is at step {global_step}, already at total_timesteps {args.total_timesteps}")
-        later = [f for f in os.listdir(run_dir) if f.endswith(".cleanrl_model") and int(f.split("_")[1].split(".")[0]) > global_step]
+        saved_steps = {f: re.fullmatch(r"step_(\d+)\.cleanrl_model", f) for f in os.listdir(run_dir)}
+        later = [f for f, match in saved_steps.items() if match and int(match.group(1)) > global_step]
         if later:
             sys.exit(f"error: {run_dir} has checkpoints past step {global_step} ({', '.join(sorted(later))}); copy the checkpoint into a new folder to branch from it")
     get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
@@ -515,7 +517,8 @@ if __name__ == "__main__":
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
                    name=run_name, id=run_name.replace("/", "_"), resume="allow", save_code=True, dir=run_dir)
-    writer = SummaryWriter(run_dir)
+    # on resume, tensorboard hides what the interrupted run logged past the checkpoint
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     args_path = os.path.join(run_dir, "args.json")
     if not os.path.exists(args_path):
@@ -715,8 +718,9 @@ if __name__ == "__main__":
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
-        # evaluation and checkpoints
+        # evaluation and checkpoints (small batches: acting threads, the other cores run the emulators)
         eval_start = time.time()
+        torch.set_num_threads(args.rollout_threads)
         if global_step >= next_eval or iteration == args.num_iterations:
             eval_returns = evaluate_now()
             next_eval = (global_step // args.eval_freq + 1) * args.eval_freq

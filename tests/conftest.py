@@ -1,0 +1,136 @@
+"""Shared helpers for the tests of ppo_atari_selfattn.py.
+
+Every training test drives the real entry point in a subprocess (`python ppo_atari_selfattn.py ...`) with
+its working directory in a pytest tmp folder, so `runs/` is created there and never in the repository.
+"""
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "ppo_atari_selfattn.py"
+VARIANTS = ["NA", "SWA", "CWRA", "CWCA", "CWRCA"]
+
+# A tiny configuration: one batch is NUM_ENVS x NUM_STEPS = 32 agent steps. Breakout keeps the
+# evaluation episodes of an untrained policy short (Pong's last thousands of steps).
+# --torch-threads 1 / --env-threads 1: the machine that runs the suite is small and shared; with torch
+# using all cores next to envpool's threads, batch-1 evaluation steps can get ~100x slower.
+NUM_ENVS, NUM_STEPS = 2, 16
+BATCH = NUM_ENVS * NUM_STEPS
+TINY = [
+    "--env-id", "Breakout",
+    "--num-envs", str(NUM_ENVS),
+    "--num-steps", str(NUM_STEPS),
+    "--num-minibatches", "2",
+    "--update-epochs", "1",
+    "--eval-episodes", "2",
+    "--eval-freq", str(BATCH),
+    "--save-freq", str(BATCH),
+    "--torch-threads", "1",
+    "--env-threads", "1",
+]
+EVAL_EPISODES = 2
+BREAKOUT_ACTIONS = 4  # envpool Breakout-v5 with the minimal action set: NOOP, FIRE, RIGHT, LEFT
+
+CHECKPOINT_KEYS = {"model", "optimizer", "args", "global_step", "iteration", "rng"}
+EVALS_HEADER = ["global_step", "mean_return", "std_return", "episode_returns"]
+
+
+def load_module(path, name=None):
+    """Import a Python file as a module (without running its `__main__` block)."""
+    path = Path(path)
+    name = name or path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclass / tyro type resolution looks the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+@pytest.fixture(scope="session")
+def script():
+    """ppo_atari_selfattn.py imported as a module."""
+    return load_module(SCRIPT, "ppo_atari_selfattn")
+
+
+def script_env():
+    env = dict(os.environ)
+    env["WANDB_MODE"] = "offline"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_script(args, cwd, timeout=300):
+    """Run the training script with `args` in `cwd`; returns the CompletedProcess (text stdout/stderr)."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def describe(proc):
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+
+
+def assert_ok(proc):
+    assert proc.returncode == 0, describe(proc)
+
+
+def find_run_dirs(cwd, variant, seed, game="Breakout"):
+    return sorted(Path(cwd).glob(f"runs/{game}__ppo_atari_selfattn__{variant}__{seed}__*"))
+
+
+def single_run_dir(cwd, variant, seed, game="Breakout"):
+    dirs = find_run_dirs(cwd, variant, seed, game)
+    assert len(dirs) == 1, f"expected one run folder for {game}/{variant}/seed {seed} in {cwd}/runs, found {dirs}"
+    assert dirs[0].is_dir()
+    return dirs[0]
+
+
+def read_scalars(run_dir):
+    """{tag: [(step, value), ...]} from all tensorboard event files in run_dir."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
+    assert files, f"no tensorboard events file in {run_dir}"
+    scalars = {}
+    for f in files:
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return {tag: sorted(values) for tag, values in scalars.items()}
+
+
+def read_evals(run_dir):
+    """(header, rows) of run_dir/evals.csv."""
+    path = Path(run_dir) / "evals.csv"
+    assert path.is_file(), f"missing {path}"
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows, f"{path} is empty"
+    return rows[0], rows[1:]
+
+
+def checkpoint_files(run_dir):
+    return sorted(Path(run_dir).glob("step_*.cleanrl_model"))
+
+
+def checkpoint_step(path):
+    """step_000000032.cleanrl_model -> 32"""
+    return int(Path(path).name[len("step_"):].split(".")[0])
+
+
+def load_checkpoint(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)

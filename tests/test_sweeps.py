@@ -1,0 +1,177 @@
+"""Every sweeps/*.yaml: the program exists, its parameters are fields of the program's Args, and the
+command lines the wandb agent builds from it parse with tyro."""
+import dataclasses
+import itertools
+import math
+
+import pytest
+import tyro
+import yaml
+
+from conftest import REPO, VARIANTS, load_module
+
+SWEEP_FILES = sorted([*REPO.glob("sweeps/*.yaml"), *REPO.glob("sweeps/*.yml")])
+SWEEP_IDS = [p.name for p in SWEEP_FILES]
+FULL_GRID_LIMIT = 100  # larger grids: every value of each parameter once, the others at their first value
+RUNTIME_FIELDS = {"batch_size", "minibatch_size", "num_iterations"}  # overwritten by the script: never swept
+
+PAPER_GAMES = (
+    "Alien Amidar Assault Asterix Asteroids Atlantis BankHeist BattleZone BeamRider Berzerk Bowling Boxing "
+    "Breakout Centipede ChopperCommand CrazyClimber Defender DemonAttack DoubleDunk Enduro FishingDerby Freeway "
+    "Frostbite Gopher Gravitar Hero IceHockey Jamesbond Kangaroo Krull KungFuMaster MontezumaRevenge MsPacman "
+    "NameThisGame Phoenix Pitfall Pong PrivateEye Qbert Riverraid RoadRunner Robotank Seaquest Skiing Solaris "
+    "SpaceInvaders StarGunner Tennis TimePilot Tutankham UpNDown Venture VideoPinball WizardOfWor YarsRevenge Zaxxon"
+).split()
+
+_programs = {}
+
+
+def load_sweep(path):
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    assert isinstance(config, dict), f"{path.name}: not a mapping"
+    return config
+
+
+def program_module(config):
+    path = (REPO / config["program"]).resolve()
+    if path not in _programs:
+        _programs[path] = load_module(path, f"sweep_program_{path.stem}")
+    return _programs[path]
+
+
+def parameter_values(spec):
+    """The values a sweep parameter takes (grid: value / values; others: also min and max)."""
+    assert isinstance(spec, dict), spec
+    if "values" in spec:
+        assert isinstance(spec["values"], list) and spec["values"], spec
+        return list(spec["values"])
+    if "value" in spec:
+        return [spec["value"]]
+    assert "min" in spec and "max" in spec, f"unsupported parameter spec {spec}"
+    return [spec["min"], spec["max"]]
+
+
+def combinations(config):
+    """The grid, or for large grids a covering set: each value of each parameter at least once."""
+    names = list(config["parameters"])
+    values = [parameter_values(config["parameters"][n]) for n in names]
+    if math.prod(len(v) for v in values) <= FULL_GRID_LIMIT:
+        return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+    first = {n: v[0] for n, v in zip(names, values)}
+    return [{**first, n: value} for n, vs in zip(names, values) for value in vs]
+
+
+def agent_command(config, params):
+    """The command line the wandb agent runs for one set of parameter values (wandb_agent.py's logic)."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    sweep_vars = sweep_utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
+    sweep_vars["interpreter"] = ["python"]
+    sweep_vars["program"] = [config["program"]]
+    sweep_vars["env"] = ["/usr/bin/env"]
+    command = []
+    for chunk in config.get("command") or sweep_utils.DEFAULT_SWEEP_COMMAND:
+        chunk = str(chunk)
+        if chunk.startswith("${") and chunk.endswith("}"):
+            assert chunk[2:-1] in sweep_vars, f"unknown wandb command macro {chunk}"
+            command += sweep_vars[chunk[2:-1]]
+        else:
+            command.append(chunk)
+    return command
+
+
+def test_sweep_files_present():
+    names = {p.name for p in SWEEP_FILES}
+    assert {"selfattn.yaml", "selfattn_smoke.yaml"} <= names, names
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=SWEEP_IDS)
+def test_sweep_structure(path):
+    config = load_sweep(path)
+    assert config.get("method") in ("grid", "random", "bayes"), config.get("method")
+    assert (REPO / config["program"]).is_file(), f"{path.name}: program {config['program']} not in the repository"
+    metric = config.get("metric")
+    assert isinstance(metric, dict) and metric.get("goal") in ("maximize", "minimize") and metric.get("name"), metric
+    assert isinstance(config.get("parameters"), dict) and config["parameters"], path.name
+    for name, spec in config["parameters"].items():
+        if config["method"] == "grid":
+            assert "value" in spec or "values" in spec, f"{path.name}: grid parameter {name} needs value(s): {spec}"
+        parameter_values(spec)
+    command = config.get("command")
+    if command is not None:
+        assert "${program}" in command, command
+        assert any(str(c).startswith("${args") for c in command), command
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=SWEEP_IDS)
+def test_sweep_parameters_are_args_fields(path):
+    config = load_sweep(path)
+    fields = {f.name for f in dataclasses.fields(program_module(config).Args)}
+    for name in config["parameters"]:
+        assert "_" not in name, f"{path.name}: {name!r}: use the command-line spelling, {name.replace('_', '-')!r}"
+        field = name.replace("-", "_")
+        assert field in fields, f"{path.name}: parameter {name!r} is not a field of Args"
+        assert field not in RUNTIME_FIELDS, f"{path.name}: {name!r} is computed at runtime, sweeping it does nothing"
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=SWEEP_IDS)
+def test_sweep_command_lines_parse(path):
+    config = load_sweep(path)
+    module = program_module(config)
+    combos = combinations(config)
+    for name, spec in config["parameters"].items():  # every value is covered
+        assert {repr(c[name]) for c in combos} == {repr(v) for v in parameter_values(spec)}, name
+    for params in combos:
+        command = agent_command(config, params)
+        assert config["program"] in command, command
+        argv = command[command.index(config["program"]) + 1 :]
+        assert not any("${" in a for a in command), command
+        try:
+            parsed = tyro.cli(module.Args, args=argv)
+        except SystemExit as e:
+            pytest.fail(f"{path.name}: tyro rejects {argv} (exit {e.code})")
+        for name, value in params.items():
+            assert getattr(parsed, name.replace("-", "_")) == value, (name, value, argv)
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=SWEEP_IDS)
+def test_sweep_env_ids_are_games(path):
+    config = load_sweep(path)
+    module = program_module(config)
+    spec = config["parameters"].get("env-id")
+    values = parameter_values(spec) if spec else [module.Args().env_id]
+    for env_id in values:
+        assert isinstance(env_id, str), env_id
+        try:
+            module.parse_game(env_id)
+        except SystemExit as e:
+            pytest.fail(f"{path.name}: env-id {env_id!r} is not a game: {e.code}")
+
+
+def test_selfattn_grid_is_56_games_5_variants_5_seeds():
+    config = load_sweep(REPO / "sweeps" / "selfattn.yaml")
+    assert config["method"] == "grid"
+    assert config["program"] == "ppo_atari_selfattn.py"
+    assert config["metric"] == {"name": "eval/mean_return", "goal": "maximize"}
+    params = config["parameters"]
+    assert sorted(parameter_values(params["env-id"])) == sorted(PAPER_GAMES)
+    assert len(set(parameter_values(params["env-id"]))) == 56
+    assert parameter_values(params["self-attn"]) == VARIANTS
+    assert sorted(parameter_values(params["seed"])) == [0, 1, 10, 42, 1234]
+    assert parameter_values(params["track"]) == [True]
+    assert math.prod(len(parameter_values(s)) for s in params.values()) == 56 * 5 * 5
+    assert config["command"] == ["${env}", "python", "${program}", "${args_no_boolean_flags}"]
+    # what the agent runs for one grid point
+    command = agent_command(config, {"env-id": "Pong", "self-attn": "CWCA", "seed": 42, "track": True})
+    assert command == ["/usr/bin/env", "python", "ppo_atari_selfattn.py", "--env-id=Pong", "--self-attn=CWCA", "--seed=42", "--track"]
+
+
+def test_selfattn_smoke_grid():
+    config = load_sweep(REPO / "sweeps" / "selfattn_smoke.yaml")
+    assert config["method"] == "grid"
+    combos = combinations(config)
+    assert len(combos) == 2 * 5
+    assert {c["env-id"] for c in combos} == {"Pong", "Breakout"}
+    assert {c["self-attn"] for c in combos} == set(VARIANTS)
+    assert all(c["seed"] == 1 and c["total-timesteps"] == 100_000 and c["eval-freq"] == 20_000 for c in combos)
