@@ -259,15 +259,20 @@ class SelfAttention(nn.Module):
 
     @staticmethod
     def _attend(q, k, v):
-        """softmax(q k^T / sqrt(d)) v over the last two axes (..., L, d), in fp32: with L = 20 and d <= 20
-        the products are tiny, and on CPU fp32 beats bf16 autocast (and SDPA) here."""
-        with torch.autocast(q.device.type, enabled=False):
-            q, k, v = q.float(), k.float(), v.float()
-            weights = torch.softmax(q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5), dim=-1)  # (..., L, L)
-            return weights @ v  # (..., L, d)
+        """softmax(q k^T / sqrt(d)) v over the last two axes (..., L, d)."""
+        weights = torch.softmax(q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5), dim=-1)  # (..., L, L)
+        return weights @ v  # (..., L, d)
 
     def attention_term(self, h: torch.Tensor) -> torch.Tensor:
         """The attention output before the residual, scaled by alpha when learnable: (N, C, H, W)."""
+        # fp32 even under bf16 autocast: with sequences of 20 and features <= 20 the products are tiny,
+        # and on CPU fp32 beats bf16 (and scaled_dot_product_attention) here
+        with torch.autocast(h.device.type, enabled=False):
+            return self._attention_fp32(h.to(self.query.weight.dtype))  # the parameters' dtype (fp32)
+
+    def _attention_fp32(self, h: torch.Tensor) -> torch.Tensor:
+        if self.kind != "SWA":  # channels-last memory makes the (N, H, W, C) permutations below views, not copies
+            h = h.contiguous(memory_format=torch.channels_last)
         q, k, v = self.query(h), self.key(h), self.value(h)  # (N, C, H, W) each
         out = 0
         if self.kind == "SWA":
