@@ -460,6 +460,12 @@ if __name__ == "__main__":
     if checkpoint is not None:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
         run_name = os.path.basename(run_dir)
+        if checkpoint["iteration"] >= args.num_iterations:
+            sys.exit(f"error: checkpoint is at step {checkpoint['global_step']}, already at total_timesteps {args.total_timesteps}")
+        saved_steps = {f: re.fullmatch(r"step_(\d+)\.cleanrl_model", f) for f in os.listdir(run_dir)}
+        later = [f for f, match in saved_steps.items() if match and int(match.group(1)) > checkpoint["global_step"]]
+        if later:
+            sys.exit(f"error: {run_dir} has checkpoints past step {checkpoint['global_step']} ({', '.join(sorted(later))}); copy the checkpoint into a new folder to branch from it")
     else:
         run_name = f"{game}__{args.exp_name}__{args.self_attn}__{args.seed}__{int(time.time())}"
         base_name, copy = run_name, 1
@@ -507,12 +513,6 @@ if __name__ == "__main__":
         random.setstate(checkpoint["rng"]["python"])
         np.random.set_state(checkpoint["rng"]["numpy"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
-        if start_iteration > args.num_iterations:
-            sys.exit(f"error: checkpoint is at step {global_step}, already at total_timesteps {args.total_timesteps}")
-        saved_steps = {f: re.fullmatch(r"step_(\d+)\.cleanrl_model", f) for f in os.listdir(run_dir)}
-        later = [f for f, match in saved_steps.items() if match and int(match.group(1)) > global_step]
-        if later:
-            sys.exit(f"error: {run_dir} has checkpoints past step {global_step} ({', '.join(sorted(later))}); copy the checkpoint into a new folder to branch from it")
     get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
     get_value = torch.compile(agent.get_value) if args.compile else agent.get_value
 
