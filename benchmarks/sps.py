@@ -5,14 +5,19 @@
 
 Runs the real script (no evaluation until the end, no checkpoint) in a scratch folder and reads its
 tensorboard log: SPS of the whole run, and the mean per-iteration time split after 2 warm-up iterations.
+First it prints envpool's own speed (random actions, 16 envs): on a shared machine, compare tables
+measured at similar envpool speeds.
 """
 import glob
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
+import envpool
+import numpy as np
 import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -33,6 +38,13 @@ class Args:
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    envs = envpool.make(f"{args.game}-v5", env_type="gymnasium", num_envs=16, batch_size=16, num_threads=len(os.sched_getaffinity(0)))
+    envs.reset()
+    start = time.perf_counter()
+    for _ in range(500):
+        envs.step(np.random.randint(envs.action_space.n, size=16))
+    print(f"envpool alone: {500 * 16 / (time.perf_counter() - start):,.0f} steps/s\n")
+    envs.close()
     print("| variant | SPS | env s | policy s | update s | other s | other % |")
     print("|---|---|---|---|---|---|---|")
     for variant in args.variants:
