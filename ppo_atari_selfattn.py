@@ -344,6 +344,15 @@ class Agent(nn.Module):
         return {"attention": self.attention.attention_term(self.c1_features(x)).float().mean(1)}
 
 
+def make_agent(args: Args, num_actions: int) -> Agent:
+    return Agent(num_actions, args.self_attn, args.ada_attn)
+
+
+def variant_name(args: Args) -> str:
+    """The architecture's name in run folders and checkpoints."""
+    return args.self_attn
+
+
 def compute_gae(rewards, values, dones, terminals, next_value, next_done, next_terminal, gamma, gae_lambda):
     """GAE over a (T, N) rollout. dones[t]: obs[t] ended an episode (life) and the step taken from it is
     envpool's reset step; terminals[t]: that end was a termination, not a time limit. A time limit
@@ -467,7 +476,7 @@ if __name__ == "__main__":
         if later:
             sys.exit(f"error: {run_dir} has checkpoints past step {checkpoint['global_step']} ({', '.join(sorted(later))}); copy the checkpoint into a new folder to branch from it")
     else:
-        run_name = f"{game}__{args.exp_name}__{args.self_attn}__{args.seed}__{int(time.time())}"
+        run_name = f"{game}__{args.exp_name}__{variant_name(args)}__{args.seed}__{int(time.time())}"
         base_name, copy = run_name, 1
         while os.path.exists(os.path.join("runs", run_name)):  # same second, same settings: never reuse a folder
             copy += 1
@@ -503,7 +512,7 @@ if __name__ == "__main__":
     eval_envs = make_env(game, args.eval_episodes, args.seed + 1_000_000, False, env_threads)
     num_actions = env_groups[0].action_space.n
 
-    agent = Agent(num_actions, args.self_attn, args.ada_attn).to(device)
+    agent = make_agent(args, num_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     global_step, start_iteration = 0, 1
     if checkpoint is not None:
@@ -586,7 +595,7 @@ if __name__ == "__main__":
         path = os.path.join(run_dir, f"step_{global_step:09d}.cleanrl_model")
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         torch.save({"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args), "global_step": global_step,
-                    "iteration": iteration, "rng": rng, "script": os.path.basename(__file__), "variant": args.self_attn}, path)
+                    "iteration": iteration, "rng": rng, "script": os.path.basename(__file__), "variant": variant_name(args)}, path)
         return path
 
     def evaluate_now():
@@ -604,7 +613,7 @@ if __name__ == "__main__":
         return returns
 
     progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty())
-    print(f"{run_name}: {args.self_attn} on {game}, {args.num_iterations * args.batch_size:,} steps, device {device}, precision {args.precision}, outputs in {run_dir}")
+    print(f"{run_name}: {variant_name(args)} on {game}, {args.num_iterations * args.batch_size:,} steps, device {device}, precision {args.precision}, outputs in {run_dir}")
     start_time, start_step = time.time(), global_step
     for iteration in range(start_iteration, args.num_iterations + 1):
         iteration_start = time.time()
