@@ -1,7 +1,8 @@
-"""End-to-end training throughput of ppo_atari_selfattn.py at default settings, per variant.
+"""End-to-end training throughput of a training script at its default settings, per variant.
 
-    python benchmarks/sps.py                      # 100 iterations (204,800 steps) per variant
+    python benchmarks/sps.py                      # ppo_atari_selfattn.py, 100 iterations per variant
     python benchmarks/sps.py --variants NA --iterations 20
+    python benchmarks/sps.py --script ppo_atari_fls.py --variant-flag arch --variants sparse_fls nature
 
 Runs the real script (no evaluation until the end, no checkpoint) in a scratch folder and reads its
 tensorboard log: SPS of the whole run, and the mean per-iteration time split after 2 warm-up iterations.
@@ -9,6 +10,7 @@ First it prints envpool's own speed (random actions, 16 envs): on a shared machi
 measured at similar envpool speeds.
 """
 import glob
+import importlib
 import os
 import subprocess
 import sys
@@ -21,23 +23,30 @@ import numpy as np
 import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ppo_atari_selfattn.py")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
 class Args:
+    script: str = "ppo_atari_selfattn.py"
+    """the training script"""
+    variant_flag: str = "self-attn"
+    """the script's architecture flag"""
     variants: tuple[str, ...] = ("NA", "SWA", "CWRA", "CWCA", "CWRCA")
     """variants to run"""
     game: str = "Breakout"
     """the Atari game"""
     iterations: int = 100
-    """PPO iterations per run (2,048 steps each at default settings)"""
+    """PPO iterations per run (num_envs x num_steps agent steps each)"""
     extra: tuple[str, ...] = ()
     """extra arguments for the script, e.g. --extra --precision fp32"""
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    sys.path.insert(0, REPO)
+    defaults = importlib.import_module(args.script.removesuffix(".py")).Args()
+    batch_size = defaults.num_envs * defaults.num_steps
     envs = envpool.make(f"{args.game}-v5", env_type="gymnasium", num_envs=16, batch_size=16, num_threads=len(os.sched_getaffinity(0)))
     envs.reset()
     start = time.perf_counter()
@@ -49,8 +58,8 @@ if __name__ == "__main__":
     print("|---|---|---|---|---|---|---|")
     for variant in args.variants:
         with tempfile.TemporaryDirectory() as scratch:
-            command = [sys.executable, SCRIPT, "--self-attn", variant, "--env-id", args.game, "--total-timesteps",
-                       str(args.iterations * 2048), "--eval-freq", str(10**12), "--eval-episodes", "1", "--no-save-model", *args.extra]
+            command = [sys.executable, os.path.join(REPO, args.script), f"--{args.variant_flag}", variant, "--env-id", args.game,
+                       "--total-timesteps", str(args.iterations * batch_size), "--eval-freq", str(10**12), "--eval-episodes", "1", "--no-save-model", *args.extra]
             subprocess.run(command, cwd=scratch, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
             events = EventAccumulator(glob.glob(os.path.join(scratch, "runs", "*"))[0])
             events.Reload()
