@@ -671,31 +671,33 @@ if __name__ == "__main__":
         clip_coef = frac * args.clip_coef if args.anneal_clip else args.clip_coef
         torch.set_num_threads(args.rollout_threads)
 
-        for step in range(0, args.num_steps):
-            global_step += args.num_envs
-            for g, envs in enumerate(env_groups):
-                rows = group_rows[g]
-                obs_buf[step, rows] = next_obs[rows]
-                dones_buf[step, rows] = next_done[rows]
-                terminals_buf[step, rows] = next_terminal[rows]
+        # one autocast region for the whole rollout: bf16 copies of the weights are made once, not every step
+        with autocast():
+            for step in range(0, args.num_steps):
+                global_step += args.num_envs
+                for g, envs in enumerate(env_groups):
+                    rows = group_rows[g]
+                    obs_buf[step, rows] = next_obs[rows]
+                    dones_buf[step, rows] = next_done[rows]
+                    terminals_buf[step, rows] = next_terminal[rows]
 
-                # ALGO LOGIC: action logic
-                tic = time.time()
-                with torch.no_grad(), autocast():
-                    action, logprob, _, value = get_action_and_value(next_obs[rows])
-                values_buf[step, rows] = value.flatten()
-                actions_buf[step, rows] = action
-                logprobs_buf[step, rows] = logprob
-                action_np = action.cpu().numpy()
-                policy_time += time.time() - tic
+                    # ALGO LOGIC: action logic
+                    tic = time.time()
+                    with torch.no_grad(), autocast():
+                        action, logprob, _, value = get_action_and_value(next_obs[rows])
+                    values_buf[step, rows] = value.flatten()
+                    actions_buf[step, rows] = action
+                    logprobs_buf[step, rows] = logprob
+                    action_np = action.cpu().numpy()
+                    policy_time += time.time() - tic
 
-                # TRY NOT TO MODIFY: execute the game; collect the other group while this one steps
-                tic = time.time()
-                envs.send(action_np)
-                in_flight[g] = step
-                if in_flight[g - 1] is not None:  # with one group: itself
-                    receive(g - 1)
-                env_time += time.time() - tic
+                    # TRY NOT TO MODIFY: execute the game; collect the other group while this one steps
+                    tic = time.time()
+                    envs.send(action_np)
+                    in_flight[g] = step
+                    if in_flight[g - 1] is not None:  # with one group: itself
+                        receive(g - 1)
+                    env_time += time.time() - tic
         tic = time.time()
         for g in range(num_groups):
             if in_flight[g] is not None:
