@@ -94,12 +94,18 @@ class Args:
     """the number of episodes per evaluation (run in parallel)"""
     eval_deterministic: bool = False
     """if toggled, evaluation takes the most probable action instead of sampling"""
+    eval_only: bool = False
+    """if toggled, only evaluate the `--resume` checkpoint: `eval_episodes` games on unseen seeds with all cores,
+    each episode's return and length written to a CSV beside the checkpoint (seed 004's 8192-episode evaluation)"""
+    eval_env_id: Optional[str] = None
+    """with `--eval-only`: the game to evaluate on when not the checkpoint's (e.g. `BreakoutInfinite` for a Breakout agent)"""
     save_freq: int = 500_000
     """write a checkpoint every `save_freq` agent steps"""
     resume: Optional[str] = None
     """path of a `.cleanrl_model` checkpoint to continue (step counter, schedules, optimizer, RNG; envs restart)"""
-    precision: Literal["fp32", "bf16"] = "bf16"
-    """`bf16`: forward passes under bfloat16 autocast, losses in fp32; `fp32`: everything in float32"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """`bf16`: forward passes under bfloat16 autocast, losses in fp32; `fp32`: everything in float32; `auto`: bf16
+    where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32"""
     compile: bool = False
     """if toggled, the network is compiled with torch.compile"""
     torch_threads: int = 0
@@ -130,8 +136,10 @@ class Args:
 # shown, not what is learned.
 RUN_CONTROL_FIELDS = (
     "resume", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_attention",
-    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads",
+    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads", "eval_only", "eval_env_id",
 )
+# with --eval-only, these also come from the command line
+EVAL_ONLY_FIELDS = ("eval_episodes", "eval_deterministic", "precision")
 
 
 def atari_games() -> list[str]:
@@ -142,13 +150,14 @@ def atari_games() -> list[str]:
 
 
 def parse_game(env_id: str) -> str:
-    """`Pong`, `Pong-v5`, `PongNoFrameskip-v4`, `ALE/Pong-v5` -> `Pong`; exits with one line if unknown."""
+    """`Pong`, `Pong-v5`, `PongNoFrameskip-v4`, `ALE/Pong-v5` -> `Pong` (and `BreakoutInfinite`, seed 004's
+    Breakout with endless walls); exits with one line if unknown."""
     name = env_id.removeprefix("ALE/")
     for suffix in ("NoFrameskip-v4", "NoFrameskip-v0", "-v5", "-v4", "-v0"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    games = atari_games()
+    games = atari_games() + ["BreakoutInfinite"]
     if name not in games:
         close = difflib.get_close_matches(name, games, n=3, cutoff=0.5)
         hint = f"closest valid games: {', '.join(close)}" if close else f"valid games: {', '.join(games)}"
@@ -160,6 +169,8 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
     """envpool Atari with the papers' protocol (NoFrameskip-v4 + SB3 AtariWrapper): frame skip 4 with
     max-pool, 84x84 grey, stack 4, noop_max 30, no sticky actions, minimal actions, fire on reset,
     108k frames max; life loss ends an episode and rewards are clipped for training only."""
+    if game == "BreakoutInfinite":  # envpool cannot write the emulator's RAM
+        return AlePool(game, num_envs, seed, training)
     return envpool.make(
         f"{game}-v5",
         env_type="gymnasium",
@@ -183,57 +194,159 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
 
 
 class RenderedAtari:
-    """One ALE game (gymnasium + ale-py) with the training preprocessing applied by hand, keeping the
-    RGB frames: used for videos and attention pictures, where envpool gives no rendering."""
+    """One ALE game (gymnasium + ale-py) with the protocol of `make_env` applied by hand, keeping the RGB
+    frames: used for videos and attention pictures (envpool renders nothing) and, pooled in `AlePool`, for
+    `BreakoutInfinite`, Breakout whose bricks respawn forever (seed 004, section 6.2), which needs the
+    emulator's RAM written and so cannot run in envpool."""
 
     def __init__(self, game: str, seed: int):
         import ale_py
         import gymnasium as gym
 
         gym.register_envs(ale_py)
+        self.infinite = game == "BreakoutInfinite"
         self.env = gym.make(
-            f"ALE/{game}-v5", frameskip=1, repeat_action_probability=0.0, full_action_space=False,
-            render_mode="rgb_array", max_num_frames_per_episode=108_000,
+            f"ALE/{'Breakout' if self.infinite else game}-v5", frameskip=1, repeat_action_probability=0.0,
+            full_action_space=False, render_mode="rgb_array", max_num_frames_per_episode=108_000,
         )
         self.ale = self.env.unwrapped.ale
+        self.action_set = self.ale.getMinimalActionSet()
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.fire_on_reset = "FIRE" in self.env.unwrapped.get_action_meanings()
+        self.game_over = self.truncated = False
+        self.elapsed_step = 0  # agent steps since the game started (after its no-ops)
+        self.score_rewritten = False
 
     def _frame(self) -> torch.Tensor:
         grey = torch.from_numpy(self.ale.getScreenGrayscale().astype(np.float32))  # (210, 160)
         return grey
 
-    def _act(self, action: int) -> tuple[float, bool]:
-        """Four emulator frames, max-pool of the last two; returns (reward, game over)."""
+    def _respawn_bricks(self, reward: float) -> float:
+        """BreakoutInfinite's rule, after every emulator frame: once the score (BCD in RAM bytes 76-77) reaches
+        864, write it back down by 432, which makes the game lay a new wall. The emulator then reports the
+        432 drop as a reward of -432 on the next frame; it is added back, so the agent never sees it and the
+        summed rewards stay the true total."""
+        if self.score_rewritten:
+            reward += 432.0
+            self.score_rewritten = False
+        ram = self.ale.getRAM()
+        score = 100 * int(ram[76] & 0x0F) + 10 * int(ram[77] >> 4) + int(ram[77] & 0x0F)
+        if score >= 864:
+            score -= 432
+            self.ale.setRAM(76, (int(ram[76]) & 0xF0) | score // 100)
+            self.ale.setRAM(77, ((score // 10 % 10) << 4) | score % 10)
+            self.score_rewritten = True
+        return reward
+
+    def _act(self, action: int) -> float:
+        """Four emulator frames, max-pool of the last two; returns the (unclipped) reward."""
         reward, frames = 0.0, []
         for i in range(4):
-            _, r, terminated, truncated, _ = self.env.step(action)
-            reward += r
+            frame_reward = self.ale.act(self.action_set[action])
+            reward += self._respawn_bricks(frame_reward) if self.infinite else frame_reward
             if i >= 2:
                 frames.append(self._frame())
-            if terminated or truncated:
+            if self.ale.game_over(with_truncation=False):
                 break
         pooled = torch.stack(frames or [self._frame()]).amax(0)  # (210, 160)
         small = F.interpolate(pooled[None, None], size=(84, 84), mode="area")[0, 0]  # (84, 84), like cv2 INTER_AREA
         self.stack = torch.cat([self.stack[1:], small.round().to(torch.uint8)[None]])  # (4, 84, 84)
-        return reward, terminated or truncated
+        return reward
 
     def reset(self) -> torch.Tensor:
         self.env.reset(seed=int(self.rng.integers(2**31)))
         self.stack = torch.zeros(4, 84, 84, dtype=torch.uint8)
+        self.score_rewritten = False
         for _ in range(int(self.rng.integers(1, 31))):  # noop_max 30
             self._act(0)
         if self.fire_on_reset:
             self._act(1)
+        self.game_over = self.truncated = False
+        self.elapsed_step = 0
         return self.stack.clone()
 
     def step(self, action: int) -> tuple[torch.Tensor, float, bool]:
-        reward, done = self._act(action)
-        return self.stack.clone(), reward, done
+        """One agent step; returns (stacked observation, unclipped reward, game over or time limit)."""
+        reward = self._act(action)
+        self.elapsed_step += 1
+        self.game_over = self.ale.game_over(with_truncation=False)
+        self.truncated = not self.game_over and self.elapsed_step >= 27_000  # 108k frames, as envpool's limit
+        return self.stack.clone(), reward, self.game_over or self.truncated
 
     def rgb(self) -> np.ndarray:
         return self.env.render()  # (210, 160, 3) uint8
+
+
+class AlePool:
+    """`num_envs` RenderedAtari games behind the part of envpool's interface the loop uses (`reset`, `send`,
+    `recv`, `step`, `action_space`, `close`) and with its protocol: for training, a life loss ends the
+    episode and rewards are clipped to their sign (info["reward"] stays unclipped, info["terminated"] marks
+    game over); the step after an episode end is a reset step whose action is ignored (after a life loss:
+    FIRE, or a no-op, to serve the next ball). The games run one after another in this process."""
+
+    def __init__(self, game: str, num_envs: int, seed: int, training: bool):
+        import gymnasium as gym
+
+        self.games = [RenderedAtari(game, seed + i) for i in range(num_envs)]
+        self.training = training
+        self.action_space = gym.spaces.Discrete(len(self.games[0].action_set))
+        self.needs_reset = np.zeros(num_envs, dtype=bool)
+        self.actions = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self):
+        obs = torch.stack([g.reset() for g in self.games]).numpy()  # (N, 4, 84, 84)
+        self.needs_reset[:] = False
+        return obs, {}
+
+    def send(self, actions: np.ndarray):
+        self.actions = np.asarray(actions)
+
+    def recv(self):
+        num_envs = len(self.games)
+        obs = np.zeros((num_envs, 4, 84, 84), dtype=np.uint8)
+        reward, terminated, truncated = np.zeros(num_envs), np.zeros(num_envs, dtype=bool), np.zeros(num_envs, dtype=bool)
+        info = {"reward": np.zeros(num_envs), "terminated": np.zeros(num_envs, dtype=bool), "lives": np.zeros(num_envs, dtype=np.int32),
+                "elapsed_step": np.zeros(num_envs, dtype=np.int32)}
+        for i, game in enumerate(self.games):
+            if self.needs_reset[i]:  # reset step: no reward for the agent, the action is ignored
+                if game.game_over or game.truncated:
+                    observation = game.reset()
+                else:  # a life was lost: the game goes on
+                    observation, info["reward"][i], _ = game.step(1 if game.fire_on_reset else 0)
+                self.needs_reset[i] = False
+            else:
+                lives = game.ale.lives()
+                observation, info["reward"][i], _ = game.step(int(self.actions[i]))
+                life_lost = game.ale.lives() < lives
+                reward[i] = np.sign(info["reward"][i]) if self.training else info["reward"][i]
+                terminated[i] = game.game_over or (self.training and life_lost)
+                truncated[i] = game.truncated
+                info["terminated"][i] = game.game_over
+                self.needs_reset[i] = terminated[i] or truncated[i]
+            obs[i] = observation.numpy()
+            info["lives"][i], info["elapsed_step"][i] = game.ale.lives(), game.elapsed_step
+        return obs, reward, terminated, truncated, info
+
+    def step(self, actions: np.ndarray):
+        self.send(actions)
+        return self.recv()
+
+    def close(self):
+        for game in self.games:
+            game.env.close()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16
+    or AMX (read from /proc/cpuinfo; elsewhere the CPU is assumed not to)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -420,6 +533,31 @@ def compute_gae(rewards, values, dones, terminals, next_value, next_done, next_t
     return advantages, advantages + values
 
 
+def saliency_panels(rgb: np.ndarray, stacked: torch.Tensor, saliency: Optional[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """The two halves of the paper's Figure 4 for one state: the raw RGB frame with the saliency in white,
+    and the newest preprocessed 84x84 frame with the saliency in green. saliency: (84, 84), non-negative,
+    scaled to [0, 1] per frame; None (nature) leaves both plain. Returns (210, 160, 3) and (84, 84, 3) uint8."""
+    grey = stacked[-1].float().cpu().numpy()  # (84, 84), the newest frame
+    top, bottom = rgb.astype(np.float32), np.stack([grey] * 3, -1)  # (210, 160, 3), (84, 84, 3)
+    if saliency is not None:
+        small = saliency.float().cpu()
+        small = (small / small.max().clamp(min=1e-8)).numpy()
+        large = F.interpolate(torch.from_numpy(small)[None, None], size=rgb.shape[:2], mode="bilinear")[0, 0].numpy()  # (210, 160)
+        top = top * (1 - large[..., None]) + 255.0 * large[..., None]  # white
+        bottom[..., 1] = np.maximum(bottom[..., 1], 255.0 * small)  # green
+    return top.astype(np.uint8), bottom.astype(np.uint8)
+
+
+def video_frame(agent, rgb: np.ndarray, obs: torch.Tensor) -> np.ndarray:
+    """One video frame: Figure 4's two panels stacked, the 84x84 input scaled to the frame's width
+    (nearest). obs: (4, 84, 84) uint8."""
+    saliency = agent.saliency(obs[None])  # (1, 84, 84) or None
+    top, bottom = saliency_panels(rgb, obs, None if saliency is None else saliency[0])
+    width = rgb.shape[1]
+    bottom = F.interpolate(torch.from_numpy(bottom).permute(2, 0, 1)[None].float(), size=(width, width), mode="nearest")  # (1, 3, 160, 160)
+    return np.concatenate([top, bottom[0].permute(1, 2, 0).to(torch.uint8).numpy()], axis=0)  # (370, 160, 3)
+
+
 def save_attention_grid(agent, game, seed, device, autocast, path, num_states=4, spacing=40):
     """The paper's Figure-4 picture for a few evaluation states: the raw RGB frame with the saliency in
     white (top) and the preprocessed 84x84 input with the saliency in green (bottom)."""
@@ -442,16 +580,9 @@ def save_attention_grid(agent, game, seed, device, autocast, path, num_states=4,
     saliency = agent.saliency(batch)  # (K, 84, 84) or None
     fig, axes = plt.subplots(2, len(states), figsize=(2.6 * len(states), 6.2), squeeze=False)
     for col, (rgb, stacked) in enumerate(states):
-        grey = stacked[-1].float().numpy()  # (84, 84), the newest frame
-        top, bottom = rgb.astype(np.float32), np.stack([grey] * 3, -1)  # (210, 160, 3), (84, 84, 3)
-        if saliency is not None:
-            small = saliency[col].float().cpu()
-            small = (small / small.max().clamp(min=1e-8)).numpy()  # non-negative: scaled to [0, 1] per frame
-            large = F.interpolate(torch.from_numpy(small)[None, None], size=rgb.shape[:2], mode="bilinear")[0, 0].numpy()
-            top = top * (1 - large[..., None]) + 255.0 * large[..., None]  # white
-            bottom[..., 1] = np.maximum(bottom[..., 1], 255.0 * small)  # green
-        axes[0, col].imshow(top.astype(np.uint8))
-        axes[1, col].imshow(bottom.astype(np.uint8))
+        top, bottom = saliency_panels(rgb, stacked, None if saliency is None else saliency[col])
+        axes[0, col].imshow(top)
+        axes[1, col].imshow(bottom)
         for row in range(2):
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
@@ -462,14 +593,16 @@ def save_attention_grid(agent, game, seed, device, autocast, path, num_states=4,
 
 
 def record_video(agent, game, seed, device, autocast, path, deterministic=False):
-    """One rendered full-game evaluation episode as mp4; returns its (unclipped) return."""
+    """One rendered full-game evaluation episode as mp4, the agent's attention drawn on every frame
+    (`video_frame`); returns its (unclipped) return."""
     import imageio
 
     env = RenderedAtari(game, seed)
     obs, done, episode_return = env.reset(), False, 0.0
     with imageio.get_writer(path, fps=15, macro_block_size=1) as video:  # streamed: long episodes stay out of memory
         while not done:
-            video.append_data(env.rgb())
+            with autocast():
+                video.append_data(video_frame(agent, env.rgb(), obs.to(device)))
             with torch.no_grad(), autocast():
                 action, _, _, _ = agent.get_action_and_value(obs[None].to(device), deterministic=deterministic)
             obs, reward, done = env.step(int(action))
@@ -477,23 +610,43 @@ def record_video(agent, game, seed, device, autocast, path, deterministic=False)
     return episode_return
 
 
-def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False):
-    """One full (unclipped) game per env of the evaluation pool; returns the per-episode returns."""
+def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, progress=None):
+    """`num_episodes` full (unclipped) games on the evaluation pool. Each env plays a number of episodes
+    fixed in advance (not "the first N to finish", which would favour short episodes). Returns the
+    per-episode (returns, lengths in agent steps, env indices)."""
     obs, _ = envs.reset()
-    returns = np.zeros(num_episodes)
-    finished = np.zeros(num_episodes, dtype=bool)
-    while not finished.all():
+    num_envs = len(obs)
+    quota = num_episodes // num_envs + (np.arange(num_envs) < num_episodes % num_envs)
+    played = np.zeros(num_envs, dtype=int)
+    running_returns = np.zeros(num_envs)
+    returns, lengths, env_ids = [], [], []
+    while (played < quota).any():
         with torch.no_grad(), autocast():
             action, _, _, _ = agent.get_action_and_value(torch.from_numpy(obs).to(device), deterministic=deterministic)
         obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-        returns += np.where(finished, 0.0, info["reward"])
-        finished |= terminated | truncated
-    return returns
+        counting = played < quota
+        running_returns += np.where(counting, info["reward"], 0.0)
+        for i in np.flatnonzero((terminated | truncated) & counting):
+            returns.append(running_returns[i])
+            lengths.append(int(info["elapsed_step"][i]))
+            env_ids.append(i)
+            running_returns[i] = 0.0
+            played[i] += 1
+            if progress is not None:
+                progress.update(1)
+    return np.array(returns), np.array(lengths), np.array(env_ids)
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
     game = parse_game(args.env_id)
+    if args.eval_only and args.resume is None:
+        sys.exit("error: --eval-only evaluates a checkpoint: name it with --resume PATH")
+    if args.eval_env_id is not None and not args.eval_only:
+        sys.exit("error: --eval-env-id is only used with --eval-only")
+    if args.eval_episodes < 1:
+        sys.exit(f"error: --eval-episodes {args.eval_episodes}: give at least 1")
+    eval_game = parse_game(args.eval_env_id) if args.eval_env_id is not None else None
     checkpoint = None
     if args.resume is not None:
         if not os.path.isfile(args.resume):
@@ -501,10 +654,11 @@ if __name__ == "__main__":
         checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
         saved = checkpoint["args"]
         defaults = Args()
-        changed = [f for f in saved if f not in RUN_CONTROL_FIELDS and f in vars(args) and getattr(args, f) not in (getattr(defaults, f), saved[f])]
+        kept = RUN_CONTROL_FIELDS + (EVAL_ONLY_FIELDS if args.eval_only else ())
+        changed = [f for f in saved if f not in kept and f in vars(args) and getattr(args, f) not in (getattr(defaults, f), saved[f])]
         if changed:
             print(f"resume: experiment settings come from the checkpoint; ignoring command-line {', '.join(changed)}")
-        args = dataclasses.replace(args, **{k: v for k, v in saved.items() if k not in RUN_CONTROL_FIELDS and k in vars(args)})
+        args = dataclasses.replace(args, **{k: v for k, v in saved.items() if k not in kept and k in vars(args)})
         game = parse_game(args.env_id)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
@@ -516,13 +670,14 @@ if __name__ == "__main__":
     if checkpoint is not None:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
         run_name = os.path.basename(run_dir)
+    if checkpoint is not None and not args.eval_only:
         if checkpoint["iteration"] >= args.num_iterations:
             sys.exit(f"error: checkpoint is at step {checkpoint['global_step']}, already at total_timesteps {args.total_timesteps}")
         saved_steps = {f: re.fullmatch(r"step_(\d+)\.cleanrl_model", f) for f in os.listdir(run_dir)}
         later = [f for f, match in saved_steps.items() if match and int(match.group(1)) > checkpoint["global_step"]]
         if later:
             sys.exit(f"error: {run_dir} has checkpoints past step {checkpoint['global_step']} ({', '.join(sorted(later))}); copy the checkpoint into a new folder to branch from it")
-    else:
+    if checkpoint is None:
         run_name = f"{game}__{args.exp_name}__{variant_name(args)}__{args.seed}__{int(time.time())}"
         base_name, copy = run_name, 1
         while os.path.exists(os.path.join("runs", run_name)):  # same second, same settings: never reuse a folder
@@ -544,10 +699,37 @@ if __name__ == "__main__":
         device = torch.device("mps")
     else:
         device = torch.device("cpu")
+    if args.precision == "auto":  # emulated bf16 (e.g. AVX2-only CPUs) is several times slower than fp32
+        args.precision = "bf16" if native_bf16(device) else "fp32"
     if args.precision == "bf16":
         autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
     else:
         autocast = nullcontext
+
+    # long evaluation of a checkpoint (seed 004: 8192 episodes on unseen seeds), then exit
+    if args.eval_only:
+        eval_game = eval_game or game
+        eval_pool = make_env(eval_game, min(args.eval_episodes, 8 * num_cores), args.seed + 4_000_000, False, num_cores)
+        agent = make_agent(args, eval_pool.action_space.n).to(device)
+        try:
+            agent.load_state_dict(checkpoint["model"])
+        except RuntimeError:
+            sys.exit(f"error: the checkpoint's agent does not fit {eval_game} ({eval_pool.action_space.n} actions); evaluate it on the game it was trained on ({game}) or one with the same actions")
+        agent.eval()
+        print(f"eval-only: {variant_name(args)} at step {checkpoint['global_step']:,} on {eval_game}, {args.eval_episodes} episodes, {eval_pool.action_space.n} actions, precision {args.precision}")
+        with tqdm(total=args.eval_episodes, unit="episode", dynamic_ncols=True, disable=not sys.stderr.isatty()) as progress:
+            returns, lengths, env_ids = evaluate(agent, eval_pool, args.eval_episodes, device, autocast, args.eval_deterministic, progress)
+        eval_pool.close()
+        base = os.path.join(run_dir, f"eval_only_{eval_game}_step_{checkpoint['global_step']:09d}_{args.eval_episodes}ep")
+        results_path, copy = f"{base}.csv", 1
+        while os.path.exists(results_path):  # an earlier evaluation is never overwritten
+            copy += 1
+            results_path = f"{base}-{copy}.csv"
+        with open(results_path, "w", newline="") as f:
+            csv.writer(f).writerows([["episode", "env", "return", "length"]] + [[i, e, f"{r:g}", n] for i, (e, r, n) in enumerate(zip(env_ids, returns, lengths))])
+        print(f"eval-only: mean return {returns.mean():.2f} +- {returns.std():.2f} (standard error {returns.std(ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else float('nan'):.2f}), "
+              f"median {np.median(returns):g}, min {returns.min():g}, max {returns.max():g}, mean length {lengths.mean():.0f} steps; episodes in {results_path}")
+        sys.exit(0)
 
     # env setup: two half pools stepped alternately, so one half runs the emulators (envpool's C++
     # threads) while the policy acts on the other half
@@ -646,7 +828,7 @@ if __name__ == "__main__":
         return path
 
     def evaluate_now():
-        returns = evaluate(agent, eval_envs, args.eval_episodes, device, autocast, args.eval_deterministic)
+        returns = evaluate(agent, eval_envs, args.eval_episodes, device, autocast, args.eval_deterministic)[0]
         writer.add_scalar("eval/mean_return", returns.mean(), global_step)
         writer.add_scalar("eval/std_return", returns.std(), global_step)
         with open(evals_path, "a", newline="") as f:

@@ -181,8 +181,11 @@ def test_capture_video_mp4(cwca_extras_run):
     assert [v.name for v in videos] == [f"eval_step_{BATCH:09d}.mp4"]
     assert videos[0].stat().st_size > 0
     frame = iio.imread(videos[0], index=0)
-    assert frame.shape == (210, 160, 3) and frame.dtype == np.uint8, (frame.shape, frame.dtype)  # ALE screen
+    # the ALE screen, and beside it the same screen under the attention map
+    assert frame.shape == (210, 320, 3) and frame.dtype == np.uint8, (frame.shape, frame.dtype)
     assert frame.std() > 0, "first video frame is blank"
+    screen, overlay = frame[:, :160].astype(int), frame[:, 160:].astype(int)
+    assert np.abs(screen - overlay).mean() > 10, "no attention drawn on the right half"
     num_frames = sum(1 for _ in iio.imiter(videos[0]))
     assert num_frames > 10, num_frames  # a whole Breakout game, not a single frame
 
