@@ -1,0 +1,62 @@
+"""Watch a trained agent: play evaluation episodes of its game on rendered ALE, print the mean and
+standard deviation of the returns, and write each episode as an mp4 with the agent's attention drawn
+on every frame (the training script's own `video_frame`: per-head panels for multi-head agents).
+
+    python -m attention_utils.enjoy --checkpoint runs/.../step_000500000.cleanrl_model --episodes 3
+"""
+import os
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import tyro
+
+from attention_utils.checkpoints import load_agent
+
+
+@dataclass
+class Args:
+    checkpoint: str
+    """a `.cleanrl_model` file written by any training script"""
+    episodes: int = 1
+    """how many full games to play (each one is recorded)"""
+    out: Optional[str] = None
+    """folder for the videos (default: `enjoy/` beside the checkpoint)"""
+    seed: int = 5_000_000
+    """seed of the first episode (episode i uses seed + i; training and evaluation use other seeds)"""
+    deterministic: bool = False
+    """take the most probable action instead of sampling"""
+    game: Optional[str] = None
+    """play another game with the same actions (e.g. `BreakoutInfinite` for a Breakout agent)"""
+    threads: int = 0
+    """torch threads; 0 = all cores"""
+
+
+def main(args: Args) -> list[float]:
+    if args.episodes < 1:
+        sys.exit(f"error: --episodes {args.episodes}: give at least 1")
+    torch.set_num_threads(args.threads or os.cpu_count())
+    loaded = load_agent(args.checkpoint)
+    game = loaded.script.parse_game(args.game) if args.game else loaded.game
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "enjoy")
+    os.makedirs(out, exist_ok=True)
+    stem = os.path.basename(args.checkpoint).removesuffix(".cleanrl_model")
+    returns = []
+    for episode in range(args.episodes):
+        path, copy = os.path.join(out, f"{game}_{stem}_episode_{episode}.mp4"), 1
+        while os.path.exists(path):  # earlier videos are kept
+            copy += 1
+            path = os.path.join(out, f"{game}_{stem}_episode_{episode}-{copy}.mp4")
+        episode_return = loaded.script.record_video(loaded.agent, game, args.seed + episode, "cpu", nullcontext, path, args.deterministic)
+        returns.append(float(episode_return))
+        print(f"episode {episode}: return {episode_return:g}, video {path}", flush=True)
+    print(f"{loaded.variant} ({loaded.script.__name__}, step {loaded.global_step:,}) on {game}: "
+          f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes")
+    return returns
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,146 @@
+"""Perturbation saliency (Greydanus et al. 2018, "Visualizing and Understanding Atari Agents", as used
+by seed 002, section 4.7): blur a Gaussian patch of the observation at every location of a grid and
+measure how much the policy and the value move:
+
+    X'(i, j) = X * (1 - M(i, j)) + blur(X) * M(i, j)        M: Gaussian mask of `sigma` pixels at (i, j)
+    S_pi(i, j) = 1/2 || logits(X') - logits(X) ||^2          S_V(i, j) = 1/2 (V(X') - V(X))^2
+
+All perturbed observations of a frame go through the network in large batches, so a full 84x84 map
+(stride 1: 7,056 forward passes) takes seconds on a CPU for the feed-forward agents.
+
+    python -m attention_utils.perturbation --checkpoint runs/.../step_000500000.cleanrl_model --frames 4
+"""
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+
+from attention_utils.checkpoints import load_agent
+
+PolicyAndValue = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def gaussian_blur(obs: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(C, H, W) float -> the same blurred with a Gaussian of `sigma` pixels (reflect padding)."""
+    radius = int(3 * sigma)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = obs.shape[0]
+    padded = F.pad(obs[None], (radius, radius, radius, radius), mode="reflect")  # (1, C, H + 2r, W + 2r)
+    rows = F.conv2d(padded, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)[0]
+
+
+def feedforward_policy_and_value(agent) -> PolicyAndValue:
+    """(B, 4, 84, 84) -> (logits (B, A), values (B,)) for agents with `hidden`, `actor` and `critic`
+    (ppo_atari_selfattn, ppo_atari_fls). A recurrent agent passes its own function, closed over the
+    state it is evaluated at."""
+    def policy_and_value(obs):
+        hidden = agent.hidden(obs)
+        return agent.actor(hidden).float(), agent.critic(hidden).float()[:, 0]
+
+    return policy_and_value
+
+
+@torch.no_grad()
+def perturbation_saliency(policy_and_value: PolicyAndValue, obs: torch.Tensor, stride: int = 1, sigma: float = 5.0,
+                          blur_sigma: float = 3.0, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Policy and value saliency of one observation (4, 84, 84) uint8: two (84, 84) maps. With
+    stride > 1 the grid is coarser and the maps are brought back to 84x84 bilinearly."""
+    clean = obs.float()  # (4, 84, 84)
+    height, width = clean.shape[1:]
+    blurred = gaussian_blur(clean, blur_sigma)
+    rows, cols = torch.arange(0, height, stride), torch.arange(0, width, stride)
+    yy, xx = torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32)
+    base_logits, base_value = policy_and_value(obs[None])
+    policy_map, value_map = [], []
+    centres = [(int(r), int(c)) for r in rows for c in cols]
+    for start in range(0, len(centres), batch_size):
+        chunk = torch.tensor(centres[start : start + batch_size], dtype=torch.float32)  # (B, 2)
+        masks = torch.exp(-((yy[None, :, None] - chunk[:, 0, None, None]) ** 2 + (xx[None, None, :] - chunk[:, 1, None, None]) ** 2) / (2 * sigma**2))  # (B, 84, 84)
+        perturbed = clean[None] * (1 - masks[:, None]) + blurred[None] * masks[:, None]  # (B, 4, 84, 84)
+        logits, values = policy_and_value(perturbed.round().to(torch.uint8))
+        policy_map.append(0.5 * ((logits - base_logits) ** 2).sum(-1))
+        value_map.append(0.5 * (values - base_value) ** 2)
+    grid = (len(rows), len(cols))
+    policy_map, value_map = torch.cat(policy_map).view(grid), torch.cat(value_map).view(grid)
+    if stride > 1:
+        policy_map = F.interpolate(policy_map[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        value_map = F.interpolate(value_map[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    return policy_map, value_map
+
+
+def overlay(rgb: np.ndarray, saliency: torch.Tensor, channel: int) -> np.ndarray:
+    """The RGB frame with a (84, 84) non-negative map added to one colour channel (scaled to its max)."""
+    large = F.interpolate(saliency[None, None].float(), size=rgb.shape[:2], mode="bilinear")[0, 0].numpy()  # (210, 160)
+    large = large / max(float(large.max()), 1e-12)
+    image = rgb.astype(np.float32)
+    image[..., channel] = np.clip(image[..., channel] + 255.0 * large, 0, 255)
+    return image.astype(np.uint8)
+
+
+@dataclass
+class Args:
+    checkpoint: str
+    """a `.cleanrl_model` file written by ppo_atari_selfattn.py or ppo_atari_fls.py"""
+    frames: int = 4
+    """how many states of one evaluation episode to explain"""
+    spacing: int = 40
+    """agent steps between the explained states"""
+    stride: int = 1
+    """grid step in 84x84 pixels (1 = every pixel)"""
+    sigma: float = 5.0
+    """width of the Gaussian perturbation mask, pixels"""
+    seed: int = 6_000_000
+    """seed of the episode"""
+    out: Optional[str] = None
+    """output PNG (default: `perturbation_step_*.png` beside the checkpoint)"""
+
+
+def main(args: Args) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if args.frames < 1 or args.stride < 1 or args.sigma <= 0:
+        sys.exit("error: --frames and --stride must be at least 1 and --sigma positive")
+    loaded = load_agent(args.checkpoint)
+    if not hasattr(loaded.agent, "hidden"):
+        sys.exit(f"error: {loaded.script.__name__} agents are recurrent; call perturbation_saliency with a policy_and_value closed over their state")
+    policy_and_value = feedforward_policy_and_value(loaded.agent)
+    env = loaded.script.RenderedAtari(loaded.game, args.seed)
+    obs, states = env.reset(), []
+    for step in range(args.frames * args.spacing):
+        with torch.no_grad():
+            action, _, _, _ = loaded.agent.get_action_and_value(obs[None])
+        if step % args.spacing == args.spacing - 1:
+            states.append((env.rgb(), obs.clone()))
+        obs, _, done = env.step(int(action))
+        if done:
+            obs = env.reset()
+    fig, axes = plt.subplots(len(states), 3, figsize=(7.5, 3.6 * len(states)), squeeze=False)
+    for row, (rgb, stacked) in enumerate(states):
+        policy_map, value_map = perturbation_saliency(policy_and_value, stacked, args.stride, args.sigma)
+        for col, (image, title) in enumerate([(rgb, "frame"), (overlay(rgb, policy_map, 2), "policy saliency (blue)"), (overlay(rgb, value_map, 0), "value saliency (red)")]):
+            axes[row, col].imshow(image)
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+            if row == 0:
+                axes[row, col].set_title(title, fontsize=9)
+    fig.tight_layout()
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"perturbation_step_{loaded.global_step:09d}.png")
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    print(f"perturbation saliency of {loaded.variant} on {loaded.game}: {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
