@@ -11,25 +11,14 @@ import torch
 from attention_utils.perturbation import gaussian_blur, perturbation_saliency
 from conftest import REPO, describe, script_env
 
-TRAIN = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1",
-         "--eval-episodes", "1", "--eval-freq", "100000", "--save-freq", "100000", "--torch-threads", "1", "--env-threads", "1",
-         "--total-timesteps", "256"]
-
 
 def run(args, cwd, timeout=600):
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """{script: checkpoint path} for a CWCA self-attention agent and a sparse FLS agent, 256 steps each."""
-    cwd = tmp_path_factory.mktemp("trained")
-    paths = {}
-    for script, flags in [("ppo_atari_selfattn.py", ["--self-attn", "CWCA"]), ("ppo_atari_fls.py", ["--arch", "sparse_fls"])]:
-        proc = run([REPO / script, *TRAIN, *flags], cwd)
-        assert proc.returncode == 0, describe(proc)
-        (paths[script],) = list(cwd.glob(f"runs/*__{script[:-3]}__*/step_000000256.cleanrl_model"))
-    return paths
+def checkpoints(trained_checkpoints):
+    return trained_checkpoints
 
 
 @pytest.mark.parametrize("script, width", [("ppo_atari_selfattn.py", 320), ("ppo_atari_fls.py", 160)])
