@@ -143,34 +143,6 @@ def trial_metrics(saliency_fn: SaliencyFn, trial: Trial, negatives_per_frame: in
     return {name: mean_defined(values) for name, values in scores.items()}
 
 
-def agent_saliency_fn(loaded) -> SaliencyFn:
-    """An agent's 84x84 saliency: its own `saliency()` where it has one (FLS: transposed convolution),
-    else its attention map brought to 84x84 by the script's `upsample_to_input`, heads summed, min-max
-    scaled per frame (signed maps such as the self-attention term). Agents without attention are refused."""
-    agent, script = loaded.agent, loaded.script
-    if hasattr(agent, "saliency"):
-        def fls_saliency(obs):
-            saliency = agent.saliency(obs)
-            if saliency is None:
-                sys.exit(f"error: {loaded.variant} has no attention module, so no saliency to score")
-            return saliency
-
-        return fls_saliency
-
-    def upsampled(obs):
-        maps = agent.attention_maps(obs)
-        if not maps:
-            sys.exit(f"error: {loaded.variant} has no attention module, so no saliency to score")
-        attention = maps["attention"].float()
-        if attention.dim() == 4:  # (N, heads, h, w): heads summed
-            attention = attention.sum(1)
-        large = script.upsample_to_input(attention)  # (N, 84, 84)
-        low, high = large.amin((1, 2), keepdim=True), large.amax((1, 2), keepdim=True)
-        return (large - low) / (high - low).clamp(min=1e-8)
-
-    return upsampled
-
-
 @dataclass
 class Args:
     dataset: str
@@ -188,7 +160,7 @@ class Args:
 
 
 def main(args: Args) -> list[dict]:
-    from attention_utils.checkpoints import load_agent
+    from attention_utils.checkpoints import input_saliency, load_agent
 
     trials = list_trials(Path(args.dataset))[: args.max_trials or None]
     models = [load_agent(path) for path in args.checkpoints]
@@ -196,7 +168,9 @@ def main(args: Args) -> list[dict]:
         sys.exit("error: give at least one checkpoint with --checkpoints")
     rows = []
     for checkpoint, loaded in zip(args.checkpoints, models):
-        saliency_fn = agent_saliency_fn(loaded)
+        saliency_fn = input_saliency(loaded)
+        if saliency_fn is None:
+            sys.exit(f"error: {loaded.variant} has no attention module, so no saliency to score")
         per_trial = [trial_metrics(saliency_fn, read_trial(path), args.negatives_per_frame) for path in trials]
         row = {"game": args.game, "model": loaded.variant, "checkpoint": str(Path(checkpoint).resolve()), "trials": len(per_trial)}
         for metric in ("nss", "kl", "sauc"):

@@ -6,7 +6,7 @@ import os
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -66,3 +66,28 @@ def load_agent(path: str, device: str = "cpu") -> LoadedAgent:
     agent.load_state_dict(checkpoint["model"])
     agent.to(device).eval()
     return LoadedAgent(agent, script, args, game, script.variant_name(args), checkpoint.get("global_step", 0))
+
+
+def input_saliency(loaded: LoadedAgent) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """The agent's attention as a non-negative 84x84 map per observation, (B, 4, 84, 84) uint8 -> (B, 84, 84):
+    its own `saliency()` where it has one (FLS: transposed convolution), else its attention map brought to
+    84x84 by the script's `upsample_to_input`, heads summed, min-max scaled per frame (signed maps such as
+    the self-attention term). None for agents without attention."""
+    agent, script = loaded.agent, loaded.script
+    probe = torch.zeros(1, 4, 84, 84, dtype=torch.uint8)
+    with torch.no_grad():
+        if hasattr(agent, "saliency"):
+            return None if agent.saliency(probe) is None else agent.saliency
+        if not agent.attention_maps(probe):
+            return None
+
+    @torch.no_grad()
+    def upsampled(obs: torch.Tensor) -> torch.Tensor:
+        attention = agent.attention_maps(obs)["attention"].float()
+        if attention.dim() == 4:  # (N, heads, h, w): heads summed
+            attention = attention.sum(1)
+        large = script.upsample_to_input(attention)  # (N, 84, 84)
+        low, high = large.amin((1, 2), keepdim=True), large.amax((1, 2), keepdim=True)
+        return (large - low) / (high - low).clamp(min=1e-8)
+
+    return upsampled

@@ -81,3 +81,30 @@ def test_perturbation_cli_writes_overlays(checkpoints, tmp_path):
     assert proc.returncode == 0, describe(proc)
     image = matplotlib.image.imread(out)
     assert image.shape[0] > 300 and image.shape[1] > 400  # 2 rows of frame | policy | value
+
+
+@pytest.mark.parametrize("script", ["ppo_atari_fls.py", "ppo_atari_selfattn.py"])
+def test_novel_object_injection(checkpoints, tmp_path, script):
+    import csv
+
+    out = tmp_path / "novel"
+    proc = run(["-m", "attention_utils.novel_object", "--checkpoint", checkpoints[script], "--inject-step", "10", "--steps", "30",
+                "--out", out], REPO)
+    assert proc.returncode == 0, describe(proc)
+    rows = list(csv.DictReader(open(f"{out}.csv")))
+    assert len(rows) == 30 and [int(r["injected"]) for r in rows] == [0] * 10 + [1] * 20
+    before, after = rows[:10], rows[10:]
+    # before the injection both passes see the same observation: no change at all
+    assert all(float(r["policy_kl"]) == 0 and r["attention_on_sprite"] == r["attention_on_sprite_without"] for r in before)
+    # after it the sprite moves the policy and the attention inside its box
+    assert all(float(r["policy_kl"]) > 0 for r in after)
+    assert all(r["attention_on_sprite"] != r["attention_on_sprite_without"] for r in after)
+    for r in rows:
+        assert sum(map(float, r["action_probs"].split(";"))) == pytest.approx(1.0, abs=1e-3)
+    assert matplotlib.image.imread(f"{out}.png").shape[0] > 300
+
+
+def test_novel_object_sprite_must_fit(checkpoints):
+    proc = run(["-m", "attention_utils.novel_object", "--checkpoint", checkpoints["ppo_atari_fls.py"], "--row", "80"], REPO)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == "error: the sprite (8x8 at row 80, column 30) must lie inside the 84x84 observation"
