@@ -442,7 +442,7 @@ class Agent(nn.Module):
         dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
         # (N, 4, 84, 84); 0..255 are exact in bf16, the 1/255 goes into the first kernel; channels-last makes
         # every conv (forward and backward) about 25% faster on CPU
-        h = x.to(dtype).contiguous(memory_format=torch.channels_last)
+        h = x.to(dtype=dtype, memory_format=torch.channels_last)
         if self.arch == "rsppo":
             h = F.pad(h, (1, 1, 1, 1))  # (N, 4, 86, 86)
         maps = {}
