@@ -1,0 +1,1175 @@
+# Recurrent PPO on Atari with the top-down attention agent of "Towards Interpretable Reinforcement Learning
+# Using Attention Augmented Agents" (Mott et al. 2019): ConvLSTM vision core, keys / values with a Fourier
+# spatial basis, queries from the policy LSTM. Training loop in the shape of CleanRL's ppo_atari_lstm.py.
+import csv
+import dataclasses
+import difflib
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import envpool
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (training envs use seed..seed+num_envs-1, evaluation a disjoint range)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, CUDA is used when available (else Apple MPS when available, else CPU)"""
+    track: bool = False
+    """if toggled, this experiment is tracked with Weights and Biases (works with WANDB_MODE=offline)"""
+    wandb_project_name: str = "attention-atari"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of the wandb project"""
+    capture_video: bool = False
+    """if toggled, one rendered evaluation episode is saved as mp4 (run folder and wandb) at every evaluation"""
+    save_model: bool = True
+    """if toggled, checkpoints are written every `save_freq` steps and at the end"""
+    save_attention: bool = False
+    """if toggled, a PNG grid (frame | each head's attention | each head's what/where) of a few evaluation states is written at the end"""
+
+    # Algorithm specific arguments (CleanRL's ppo_atari_lstm.py defaults; the paper trains with IMPALA)
+    env_id: str = "Breakout"
+    """the Atari game: `Pong`, `Pong-v5`, `PongNoFrameskip-v4` and `ALE/Pong-v5` all name the same game"""
+    total_timesteps: int = 10_000_000
+    """total agent steps (one step = 4 emulator frames) summed over all environments"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 8
+    """the number of parallel game environments"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """toggle learning rate annealing (linearly to 0)"""
+    anneal_clip: bool = False
+    """toggle clip coefficient annealing (linearly to 0)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of mini-batches, each made of whole environments (num_envs must be divisible by it)"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """toggles advantages normalization (per minibatch)"""
+    clip_coef: float = 0.1
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """toggles the use of a clipped loss for the value function"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy"""
+    vf_coef: float = 0.25
+    """coefficient of the value loss, a plain mean squared error (CleanRL's vf_coef 0.5 on half the squared error)"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold (stops the epoch loop when exceeded)"""
+
+    # Evaluation, checkpoints, speed
+    eval_freq: int = 200_000
+    """evaluate every `eval_freq` agent steps (and at the end) on a separate unclipped full-game env"""
+    eval_episodes: int = 5
+    """the number of episodes per evaluation (run in parallel)"""
+    eval_deterministic: bool = False
+    """if toggled, evaluation takes the most probable action instead of sampling"""
+    eval_only: bool = False
+    """if toggled, only evaluate the `--resume` checkpoint: `eval_episodes` games on unseen seeds with all cores,
+    each episode's return and length written to a CSV beside the checkpoint (seed 004's 8192-episode evaluation)"""
+    eval_env_id: Optional[str] = None
+    """with `--eval-only`: the game to evaluate on when not the checkpoint's (e.g. `BreakoutInfinite` for a Breakout agent)"""
+    save_freq: int = 500_000
+    """write a checkpoint every `save_freq` agent steps"""
+    resume: Optional[str] = None
+    """path of a `.cleanrl_model` checkpoint to continue (step counter, schedules, optimizer, RNG; envs restart)"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """`bf16`: forward passes under bfloat16 autocast, losses in fp32; `fp32`: everything in float32; `auto`: bf16
+    where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32"""
+    compile: bool = False
+    """if toggled, the network is compiled with torch.compile"""
+    torch_threads: int = 0
+    """torch intra-op threads for the update (minibatches of `minibatch_size`); 0 = all cores"""
+    rollout_threads: int = 1
+    """torch intra-op threads while acting (small batches: the other cores run the emulators)"""
+    env_threads: int = 0
+    """envpool worker threads for each half of the envs; 0 = one per core"""
+
+    # Architecture
+    query_mode: Literal["topdown", "fixed", "l2norm"] = "topdown"
+    """queries from the policy LSTM's previous state (the paper's agent), a learned query per head (fixed), or
+    no query: attention from each head's key L2 norm (l2norm); section 4.4"""
+    num_queries: int = 4
+    """the number of attention heads N (queries per step)"""
+    key_channels: int = 8
+    """c_k: ConvLSTM channels used as keys"""
+    value_channels: int = 120
+    """c_v: ConvLSTM channels used as values (the ConvLSTM has c_k + c_v channels)"""
+    basis_frequencies: int = 4
+    """spatial frequencies per axis for each of the even (cos) and odd (sin) parts: (2 x 4)^2 = 64 basis channels"""
+    conv_channels: int = 64
+    """channels of conv2 and conv3 (conv1 has half)"""
+    core_hidden: int = 256
+    """size of the policy LSTM and of the policy MLP's second layer"""
+    mlp_hidden: int = 512
+    """size of the policy MLP's first layer"""
+    query_hidden: int = 128
+    """hidden size of the query network"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+# Fields that may differ from a checkpoint's when resuming: they control where and how the run is
+# shown, not what is learned.
+RUN_CONTROL_FIELDS = (
+    "resume", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_attention",
+    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads", "eval_only", "eval_env_id",
+)
+# with --eval-only, these also come from the command line
+EVAL_ONLY_FIELDS = ("eval_episodes", "eval_deterministic", "precision")
+
+
+def atari_games() -> list[str]:
+    """The game names envpool can make, e.g. `Pong` (its `Pong-v5`)."""
+    from envpool.registration import registry
+
+    return sorted(k[: -len("-v5")] for k, spec in registry.specs.items() if spec[0] == "envpool.atari" and k.endswith("-v5"))
+
+
+def parse_game(env_id: str) -> str:
+    """`Pong`, `Pong-v5`, `PongNoFrameskip-v4`, `ALE/Pong-v5` -> `Pong` (and `BreakoutInfinite`, seed 004's
+    Breakout with endless walls); exits with one line if unknown."""
+    name = env_id.removeprefix("ALE/")
+    for suffix in ("NoFrameskip-v4", "NoFrameskip-v0", "-v5", "-v4", "-v0"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    games = atari_games() + ["BreakoutInfinite"]
+    if name not in games:
+        close = difflib.get_close_matches(name, games, n=3, cutoff=0.5)
+        hint = f"closest valid games: {', '.join(close)}" if close else f"valid games: {', '.join(games)}"
+        sys.exit(f"error: unknown Atari game '{env_id}'; {hint} (forms: Pong, Pong-v5, PongNoFrameskip-v4, ALE/Pong-v5)")
+    return name
+
+
+def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: int = 0):
+    """envpool Atari with the papers' protocol (NoFrameskip-v4 + SB3 AtariWrapper): frame skip 4 with
+    max-pool, 84x84 grey, stack 4, noop_max 30, no sticky actions, minimal actions, fire on reset,
+    108k frames max; life loss ends an episode and rewards are clipped for training only."""
+    if game == "BreakoutInfinite":  # envpool cannot write the emulator's RAM
+        return AlePool(game, num_envs, seed, training)
+    return envpool.make(
+        f"{game}-v5",
+        env_type="gymnasium",
+        num_envs=num_envs,
+        batch_size=num_envs,
+        seed=seed,
+        num_threads=num_threads,
+        episodic_life=training,
+        reward_clip=training,
+        repeat_action_probability=0.0,
+        noop_max=30,
+        full_action_space=False,
+        use_fire_reset=True,
+        max_episode_steps=27_000,
+        img_height=84,
+        img_width=84,
+        stack_num=4,
+        gray_scale=True,
+        frame_skip=4,
+    )
+
+
+class RenderedAtari:
+    """One ALE game (gymnasium + ale-py) with the protocol of `make_env` applied by hand, keeping the RGB
+    frames: used for videos and attention pictures (envpool renders nothing) and, pooled in `AlePool`, for
+    `BreakoutInfinite`, Breakout whose bricks respawn forever (seed 004, section 6.2), which needs the
+    emulator's RAM written and so cannot run in envpool."""
+
+    def __init__(self, game: str, seed: int):
+        import ale_py
+        import gymnasium as gym
+
+        gym.register_envs(ale_py)
+        self.infinite = game == "BreakoutInfinite"
+        self.env = gym.make(
+            f"ALE/{'Breakout' if self.infinite else game}-v5", frameskip=1, repeat_action_probability=0.0,
+            full_action_space=False, render_mode="rgb_array", max_num_frames_per_episode=108_000,
+        )
+        self.ale = self.env.unwrapped.ale
+        self.action_set = self.ale.getMinimalActionSet()
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.fire_on_reset = "FIRE" in self.env.unwrapped.get_action_meanings()
+        self.game_over = self.truncated = False
+        self.elapsed_step = 0  # agent steps since the game started (after its no-ops)
+        self.score_rewritten = False
+
+    def _frame(self) -> torch.Tensor:
+        grey = torch.from_numpy(self.ale.getScreenGrayscale().astype(np.float32))  # (210, 160)
+        return grey
+
+    def _respawn_bricks(self, reward: float) -> float:
+        """BreakoutInfinite's rule, after every emulator frame: once the score (BCD in RAM bytes 76-77) reaches
+        864, write it back down by 432, which makes the game lay a new wall. The emulator then reports the
+        432 drop as a reward of -432 on the next frame; it is added back, so the agent never sees it and the
+        summed rewards stay the true total."""
+        if self.score_rewritten:
+            reward += 432.0
+            self.score_rewritten = False
+        ram = self.ale.getRAM()
+        score = 100 * int(ram[76] & 0x0F) + 10 * int(ram[77] >> 4) + int(ram[77] & 0x0F)
+        if score >= 864:
+            score -= 432
+            self.ale.setRAM(76, (int(ram[76]) & 0xF0) | score // 100)
+            self.ale.setRAM(77, ((score // 10 % 10) << 4) | score % 10)
+            self.score_rewritten = True
+        return reward
+
+    def _act(self, action: int) -> float:
+        """Four emulator frames, max-pool of the last two; returns the (unclipped) reward."""
+        reward, frames = 0.0, []
+        for i in range(4):
+            frame_reward = self.ale.act(self.action_set[action])
+            reward += self._respawn_bricks(frame_reward) if self.infinite else frame_reward
+            if i >= 2:
+                frames.append(self._frame())
+            if self.ale.game_over(with_truncation=False):
+                break
+        pooled = torch.stack(frames or [self._frame()]).amax(0)  # (210, 160)
+        small = F.interpolate(pooled[None, None], size=(84, 84), mode="area")[0, 0]  # (84, 84), like cv2 INTER_AREA
+        self.stack = torch.cat([self.stack[1:], small.round().to(torch.uint8)[None]])  # (4, 84, 84)
+        return reward
+
+    def reset(self) -> torch.Tensor:
+        self.env.reset(seed=int(self.rng.integers(2**31)))
+        self.stack = torch.zeros(4, 84, 84, dtype=torch.uint8)
+        self.score_rewritten = False
+        for _ in range(int(self.rng.integers(1, 31))):  # noop_max 30
+            self._act(0)
+        if self.fire_on_reset:
+            self._act(1)
+        self.game_over = self.truncated = False
+        self.elapsed_step = 0
+        return self.stack.clone()
+
+    def step(self, action: int) -> tuple[torch.Tensor, float, bool]:
+        """One agent step; returns (stacked observation, unclipped reward, game over or time limit)."""
+        reward = self._act(action)
+        self.elapsed_step += 1
+        self.game_over = self.ale.game_over(with_truncation=False)
+        self.truncated = not self.game_over and self.elapsed_step >= 27_000  # 108k frames, as envpool's limit
+        return self.stack.clone(), reward, self.game_over or self.truncated
+
+    def rgb(self) -> np.ndarray:
+        return self.env.render()  # (210, 160, 3) uint8
+
+
+class AlePool:
+    """`num_envs` RenderedAtari games behind the part of envpool's interface the loop uses (`reset`, `send`,
+    `recv`, `step`, `action_space`, `close`) and with its protocol: for training, a life loss ends the
+    episode and rewards are clipped to their sign (info["reward"] stays unclipped, info["terminated"] marks
+    game over); the step after an episode end is a reset step whose action is ignored (after a life loss:
+    FIRE, or a no-op, to serve the next ball). The games run one after another in this process."""
+
+    def __init__(self, game: str, num_envs: int, seed: int, training: bool):
+        import gymnasium as gym
+
+        self.games = [RenderedAtari(game, seed + i) for i in range(num_envs)]
+        self.training = training
+        self.action_space = gym.spaces.Discrete(len(self.games[0].action_set))
+        self.needs_reset = np.zeros(num_envs, dtype=bool)
+        self.actions = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self):
+        obs = torch.stack([g.reset() for g in self.games]).numpy()  # (N, 4, 84, 84)
+        self.needs_reset[:] = False
+        return obs, {}
+
+    def send(self, actions: np.ndarray):
+        self.actions = np.asarray(actions)
+
+    def recv(self):
+        num_envs = len(self.games)
+        obs = np.zeros((num_envs, 4, 84, 84), dtype=np.uint8)
+        reward, terminated, truncated = np.zeros(num_envs), np.zeros(num_envs, dtype=bool), np.zeros(num_envs, dtype=bool)
+        info = {"reward": np.zeros(num_envs), "terminated": np.zeros(num_envs, dtype=bool), "lives": np.zeros(num_envs, dtype=np.int32),
+                "elapsed_step": np.zeros(num_envs, dtype=np.int32)}
+        for i, game in enumerate(self.games):
+            if self.needs_reset[i]:  # reset step: no reward for the agent, the action is ignored
+                if game.game_over or game.truncated:
+                    observation = game.reset()
+                else:  # a life was lost: the game goes on
+                    observation, info["reward"][i], _ = game.step(1 if game.fire_on_reset else 0)
+                self.needs_reset[i] = False
+            else:
+                lives = game.ale.lives()
+                observation, info["reward"][i], _ = game.step(int(self.actions[i]))
+                life_lost = game.ale.lives() < lives
+                reward[i] = np.sign(info["reward"][i]) if self.training else info["reward"][i]
+                terminated[i] = game.game_over or (self.training and life_lost)
+                truncated[i] = game.truncated
+                info["terminated"][i] = game.game_over
+                self.needs_reset[i] = terminated[i] or truncated[i]
+            obs[i] = observation.numpy()
+            info["lives"][i], info["elapsed_step"][i] = game.ale.lives(), game.elapsed_step
+        return obs, reward, terminated, truncated, info
+
+    def step(self, actions: np.ndarray):
+        self.send(actions)
+        return self.recv()
+
+    def close(self):
+        for game in self.games:
+            game.env.close()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16
+    or AMX (read from /proc/cpuinfo; elsewhere the CPU is assumed not to)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def spatial_basis(height: int, width: int, num_frequencies: int = 4) -> torch.Tensor:
+    """The fixed Fourier spatial basis S of eq. 7, (C_s, h, w) with C_s = (2 x num_frequencies)^2 (64 for 4 + 4):
+    each channel is the outer product of one vertical and one horizontal basis function, cos(pi u x) (even)
+    or sin(pi u x) (odd) with u = 1..num_frequencies and x the cell centre scaled to [0, 1]. Values lie in
+    [-1, 1]; no constant channel (it would shift every logit equally and answer nothing)."""
+    frequencies = torch.arange(1, num_frequencies + 1, dtype=torch.float64)
+
+    def basis_functions(n: int) -> torch.Tensor:
+        x = (torch.arange(n, dtype=torch.float64) + 0.5) / n  # (n,) cell centres
+        angles = math.pi * frequencies[:, None] * x[None]  # (F, n)
+        return torch.cat([torch.cos(angles), torch.sin(angles)])  # (2F, n)
+
+    rows, cols = basis_functions(height), basis_functions(width)  # (2F, h), (2F, w)
+    basis = rows[:, None, :, None] * cols[None, :, None, :]  # (2F, 2F, h, w)
+    return basis.reshape(-1, height, width).float()  # (4F^2, h, w)
+
+
+class ConvLSTM(nn.Module):
+    """Convolutional LSTM cell (Shi et al. 2015, the paper's vision-core recurrence): the gates are 3x3
+    convolutions of the input and of the previous hidden map. The input half is computed for a whole
+    sequence at once (`input_gates`), only the recurrent half step by step."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3):
+        super().__init__()
+        self.input_conv = layer_init(nn.Conv2d(in_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2), std=1.0)
+        self.hidden_conv = nn.Conv2d(hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        nn.init.orthogonal_(self.hidden_conv.weight, 1.0)
+        with torch.no_grad():  # forget-gate bias 1: remember by default early in training
+            self.input_conv.bias[hidden_channels : 2 * hidden_channels] = 1.0
+
+    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        return self.input_conv(x)  # (B, 4C, h, w)
+
+    def forward(self, input_gates: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        h, c = state  # (N, C, h, w) each
+        gates = input_gates + self.hidden_conv(h.to(input_gates.dtype))  # (N, 4C, h, w)
+        i, f, o, g = gates.float().chunk(4, 1)  # the cell state is kept in fp32 under autocast
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+
+def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
+    """(N, 17, 17) or (N, heads, 17, 17) map on the vision core's grid -> (N, [heads,] 84, 84): transposed
+    convolution with a ones kernel of the footprint of conv1 then conv2 on the input (20x20, stride 4), so
+    a cell lights the input pixels its feature column is computed from; the footprints overlap, so the
+    result is divided by how many cover each pixel (a map that sums to 1 keeps its scale per cell)."""
+    flat = attention_map.reshape(-1, 1, *attention_map.shape[-2:])  # (N * heads, 1, h, w)
+    ones = torch.ones(1, 1, 20, 20, dtype=flat.dtype, device=flat.device)
+    summed = F.conv_transpose2d(flat, ones, stride=4)  # (N * heads, 1, 84, 84)
+    coverage = F.conv_transpose2d(torch.ones_like(flat[:1]), ones, stride=4)  # (1, 1, 84, 84)
+    return (summed / coverage).reshape(*attention_map.shape[:-2], *summed.shape[-2:])
+
+
+class Agent(nn.Module):
+    """The top-down attention agent of the paper's Figure 1. Vision core: 3 convolutions and a ConvLSTM
+    (eq. 1) whose output is split along channels into keys K and values V; the spatial basis S is
+    concatenated to both. Queries (eq. 2) come from the previous state of the policy LSTM through an MLP;
+    logits are inner products with [K, S] at every location (eq. 3), a spatial softmax per head gives the
+    attention maps (eq. 4) and answers are the attention-weighted sums of [V, S] (eq. 5). The policy core
+    (eq. 6) is an MLP and an LSTM on [answers, queries, previous clipped reward, one-hot previous action];
+    policy and value heads read the LSTM output.
+
+    `query_mode` (section 4.4): `topdown` (queries from the LSTM state), `fixed` (a learned query per head,
+    independent of the state), `l2norm` (no queries: head n attends in proportion to exp of the L2 norm of
+    its own slice of the key channels; the policy core gets no queries).
+
+    The recurrent state is (vision h, vision c, core h, core c). Every method takes a sequence flattened
+    time-major, (T * N, ...), with the state at its start (N, ...), and per step the previous action
+    (`num_actions` stands for "none", at the start of an episode), the previous reward and `done`: the
+    observation ended an episode, so the state after it is reset to zeros."""
+
+    def __init__(self, num_actions: int, query_mode: str = "topdown", num_queries: int = 4, key_channels: int = 8,
+                 value_channels: int = 120, basis_frequencies: int = 4, conv_channels: int = 64, core_hidden: int = 256,
+                 mlp_hidden: int = 512, query_hidden: int = 128):
+        super().__init__()
+        if query_mode not in ("topdown", "fixed", "l2norm"):
+            raise ValueError(f"unknown query mode {query_mode!r}; valid: topdown, fixed, l2norm")
+        if query_mode == "l2norm" and key_channels % num_queries:
+            raise ValueError(f"l2norm splits the {key_channels} key channels among {num_queries} heads: make them divisible")
+        self.num_actions, self.query_mode, self.num_queries = num_actions, query_mode, num_queries
+        self.key_channels, self.value_channels = key_channels, value_channels
+        self.conv1 = layer_init(nn.Conv2d(4, conv_channels // 2, 8, stride=4))
+        self.conv2 = layer_init(nn.Conv2d(conv_channels // 2, conv_channels, 4, stride=1))
+        self.conv3 = layer_init(nn.Conv2d(conv_channels, conv_channels, 3, padding=1))
+        self.conv_lstm = ConvLSTM(conv_channels, key_channels + value_channels)
+        self.register_buffer("basis", spatial_basis(17, 17, basis_frequencies), persistent=False)  # (C_s, 17, 17)
+        basis_channels = self.basis.shape[0]
+        self.query_size = key_channels + basis_channels  # c_k + c_s
+        if query_mode == "topdown":
+            self.query_net = nn.Sequential(
+                layer_init(nn.Linear(core_hidden, query_hidden)), nn.ReLU(),
+                layer_init(nn.Linear(query_hidden, num_queries * self.query_size), std=1.0),
+            )
+        elif query_mode == "fixed":
+            self.query_bias = nn.Parameter(torch.randn(num_queries, self.query_size) / math.sqrt(self.query_size))
+        answer_size = num_queries * (value_channels + basis_channels)
+        query_input = 0 if query_mode == "l2norm" else num_queries * self.query_size
+        self.core_mlp = nn.Sequential(
+            layer_init(nn.Linear(answer_size + query_input + 1 + num_actions, mlp_hidden)), nn.ReLU(),
+            layer_init(nn.Linear(mlp_hidden, core_hidden)), nn.ReLU(),
+        )
+        self.lstm = nn.LSTMCell(core_hidden, core_hidden)
+        for name, param in self.lstm.named_parameters():
+            if "bias" in name:
+                nn.init.constant_(param, 0)
+            elif "weight" in name:
+                nn.init.orthogonal_(param, 1.0)
+        self.actor = layer_init(nn.Linear(core_hidden, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(core_hidden, 1), std=1)
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
+        vision = torch.zeros(num_envs, self.key_channels + self.value_channels, 17, 17, device=device)
+        core = torch.zeros(num_envs, self.lstm.hidden_size, device=device)
+        return (vision, vision.clone(), core, core.clone())
+
+    def vision_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, 84, 84) uint8 -> (B, 4 C_lstm, 17, 17): the convolutions and the input half of the ConvLSTM
+        gates, batched over a whole sequence. conv1(x / 255) is computed as conv(x, w / 255) + b."""
+        autocast_on = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
+        x = x.to(dtype=dtype, memory_format=torch.channels_last)  # channels-last convolutions: faster on CPU
+        h = F.relu(F.conv2d(x, self.conv1.weight / 255.0, self.conv1.bias, stride=4))  # (B, C/2, 20, 20)
+        h = F.relu(self.conv2(h))  # (B, C, 17, 17)
+        h = F.relu(self.conv3(h))  # (B, C, 17, 17)
+        return self.conv_lstm.input_gates(h)  # (B, 4 C_lstm, 17, 17)
+
+    def queries(self, core_h: torch.Tensor) -> Optional[torch.Tensor]:
+        """(N, heads, c_k + c_s) queries from the previous core state (eq. 2); None for l2norm."""
+        if self.query_mode == "topdown":
+            return self.query_net(core_h).float().view(-1, self.num_queries, self.query_size)  # (N, heads, c_k + c_s)
+        if self.query_mode == "fixed":
+            return self.query_bias.expand(core_h.shape[0], -1, -1)  # (N, heads, c_k + c_s)
+        return None
+
+    def attend(self, vision_h: torch.Tensor, core_h: torch.Tensor):
+        """One step of eqs. 2-5 on the ConvLSTM output (N, c_k + c_v, h, w). Returns (answers (N, heads,
+        c_v + c_s), queries or None, attention (N, heads, h*w), content logits, position logits), the two
+        logit parts (N, heads, h*w) being q_k.K and q_s.S (their sum is eq. 3)."""
+        num_envs = vision_h.shape[0]
+        keys = vision_h[:, : self.key_channels].float().flatten(2)  # (N, c_k, h*w)
+        values = vision_h[:, self.key_channels :].float().flatten(2)  # (N, c_v, h*w)
+        basis = self.basis.flatten(1).expand(num_envs, -1, -1)  # (N, c_s, h*w)
+        queries = self.queries(core_h)
+        if queries is None:  # l2norm: bottom-up, head n from the norm of its key slice
+            head_keys = keys.view(num_envs, self.num_queries, -1, keys.shape[-1])  # (N, heads, c_k / heads, h*w)
+            content_logits = head_keys.norm(dim=2)  # (N, heads, h*w)
+            position_logits = torch.zeros_like(content_logits)
+        else:
+            content_logits = queries[..., : self.key_channels] @ keys  # (N, heads, c_k) @ (N, c_k, h*w) -> (N, heads, h*w)
+            position_logits = queries[..., self.key_channels :] @ basis  # (N, heads, c_s) @ (N, c_s, h*w)
+        attention = torch.softmax(content_logits + position_logits, dim=-1)  # eq. 4: (N, heads, h*w)
+        answers = attention @ torch.cat([values, basis], 1).transpose(1, 2)  # eq. 5: (N, heads, c_v + c_s)
+        return answers, queries, attention, content_logits, position_logits
+
+    def unroll(self, x, state, prev_action, prev_reward, done):
+        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
+        at its start. Returns the core outputs (T * N, core_hidden) and the state after the sequence."""
+        vision_h, vision_c, core_h, core_c = state
+        num_envs = vision_h.shape[0]
+        input_gates = self.vision_features(x)
+        input_gates = input_gates.reshape(-1, num_envs, *input_gates.shape[1:])  # (T, N, 4 C_lstm, 17, 17)
+        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (T * N, A)
+        extra_inputs = torch.cat([prev_reward[:, None], prev_action.float()], 1).reshape(-1, num_envs, 1 + self.num_actions)  # (T, N, 1 + A)
+        keep = (1.0 - done).reshape(-1, num_envs)  # (T, N)
+        outputs = []
+        for t in range(input_gates.shape[0]):
+            vision_h, vision_c = self.conv_lstm(input_gates[t], (vision_h, vision_c))  # eq. 1
+            answers, queries, _, _, _ = self.attend(vision_h, core_h)
+            core_input = [answers.flatten(1)] + ([] if queries is None else [queries.flatten(1)]) + [extra_inputs[t]]
+            core_h, core_c = self.lstm(self.core_mlp(torch.cat(core_input, 1)).float(), (core_h, core_c))  # eq. 6
+            outputs.append(core_h)
+            mask = keep[t]  # an episode ended at this observation: the next one starts from zeros
+            vision_h, vision_c = vision_h * mask[:, None, None, None], vision_c * mask[:, None, None, None]
+            core_h, core_c = core_h * mask[:, None], core_c * mask[:, None]
+        return torch.cat(outputs), (vision_h, vision_c, core_h, core_c)  # (T * N, core_hidden)
+
+    def get_value(self, x, state, prev_action, prev_reward, done):
+        hidden, _ = self.unroll(x, state, prev_action, prev_reward, done)
+        return self.critic(hidden).float()
+
+    def get_action_and_value(self, x, state, prev_action, prev_reward, done, action=None, deterministic=False):
+        hidden, state = self.unroll(x, state, prev_action, prev_reward, done)
+        logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = logits.argmax(-1) if deterministic else probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, state) -> dict[str, torch.Tensor]:
+        """{"attention": (N, heads, 17, 17)}: each head's spatial softmax (eq. 4, sums to 1 over space) for the
+        observations x (N, 4, 84, 84) seen with `state`, the recurrent state before them."""
+        attention = self._attention_step(x, state)[2]
+        return {"attention": attention.view(x.shape[0], self.num_queries, 17, 17)}  # (N, heads, h*w) -> (N, heads, h, w)
+
+    @torch.no_grad()
+    def what_where(self, x: torch.Tensor, state) -> torch.Tensor:
+        """Section 4.6, per head and location: the share of the logit coming from the content part of the
+        query, |q_k.K| / (|q_k.K| + |q_s.S|), in [0, 1] (1 = all "what", 0 = all "where", 0.5 also where both
+        parts vanish). (N, heads, 17, 17). l2norm has no query: its logits are all content (1)."""
+        _, _, _, content, position = self._attention_step(x, state)
+        content, position = content.abs(), position.abs()
+        total = content + position
+        share = torch.where(total > 0, content / total.clamp(min=1e-12), torch.full_like(total, 0.5))
+        return share.view(x.shape[0], self.num_queries, 17, 17)  # (N, heads, h*w) -> (N, heads, h, w)
+
+    def _attention_step(self, x, state):
+        vision_h, vision_c, core_h, _ = state
+        vision_h, _ = self.conv_lstm(self.vision_features(x), (vision_h, vision_c))
+        return self.attend(vision_h, core_h)
+
+
+def make_agent(args: Args, num_actions: int) -> Agent:
+    return Agent(num_actions, args.query_mode, args.num_queries, args.key_channels, args.value_channels, args.basis_frequencies,
+                 args.conv_channels, args.core_hidden, args.mlp_hidden, args.query_hidden)
+
+
+def variant_name(args: Args) -> str:
+    """The architecture's name in run folders and checkpoints."""
+    return args.query_mode
+
+
+def compute_gae(rewards, values, dones, terminals, next_value, next_done, next_terminal, gamma, gae_lambda):
+    """GAE over a (T, N) rollout. dones[t]: obs[t] ended an episode (life) and the step taken from it is
+    envpool's reset step; terminals[t]: that end was a termination, not a time limit. A time limit
+    bootstraps from the value of its final observation (as SB3 does); any end cuts the lambda chain.
+    Returns (advantages, returns)."""
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    num_steps = rewards.shape[0]
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextvalues, nextdone, nextterminal = next_value, next_done, next_terminal
+        else:
+            nextvalues, nextdone, nextterminal = values[t + 1], dones[t + 1], terminals[t + 1]
+        delta = rewards[t] + gamma * nextvalues * (1.0 - nextterminal) - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * (1.0 - nextdone) * lastgaelam
+    return advantages, advantages + values
+
+
+class Memory:
+    """What a recurrent agent carries from step to step over N games outside the training loop (evaluation,
+    videos, pictures): its state, previous action and clipped reward, and whether the last observation ended
+    an episode or a life. A life loss resets the state as in training (where it ends the episode), so a
+    full-game evaluation shows the agent the state dynamics it was trained with."""
+
+    def __init__(self, agent, num_envs: int, device):
+        self.none = agent.num_actions  # the "no previous action" index
+        self.state = agent.initial_state(num_envs, device)
+        self.prev_action = torch.full((num_envs,), self.none, dtype=torch.long, device=device)
+        self.prev_reward = torch.zeros(num_envs, device=device)
+        self.done = torch.zeros(num_envs, device=device)
+        self.action = self.prev_action
+
+    def act(self, agent, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions for obs (N, 4, 84, 84); the state advances (`state_before` keeps the one obs was seen with)."""
+        self.state_before = self.state
+        self.action, _, _, _, self.state = agent.get_action_and_value(obs, self.state, self.prev_action, self.prev_reward, self.done, deterministic=deterministic)
+        return self.action
+
+    def observe(self, reward, episode_end) -> None:
+        """After the env step: its (unclipped) rewards and whether each new observation ends a life or game."""
+        ended = self.done.bool()  # the step just taken left an ended episode: the new observation starts one
+        self.prev_action = torch.where(ended, torch.full_like(self.action, self.none), self.action)
+        reward = torch.as_tensor(np.sign(reward), dtype=torch.float32, device=self.done.device).reshape(-1)
+        self.prev_reward = torch.where(ended, torch.zeros_like(reward), reward)
+        self.done = torch.as_tensor(episode_end, dtype=torch.float32, device=self.done.device).reshape(-1)
+
+
+def head_overlay(rgb: np.ndarray, attention: torch.Tensor) -> np.ndarray:
+    """A head's map (17, 17) alpha-blended on the RGB frame (210, 160, 3): bright = attended, as the paper
+    draws it; the map is scaled by its maximum so each head uses the full range."""
+    heat = upsample_to_input(attention[None].float())  # (1, 84, 84)
+    heat = F.interpolate(heat[None], size=rgb.shape[:2], mode="bilinear")[0, 0].float().cpu()  # (210, 160), fp32 under autocast too
+    alpha = (heat / heat.max().clamp(min=1e-12)).numpy()[..., None]  # (210, 160, 1)
+    return (rgb.astype(np.float32) * (0.15 + 0.85 * alpha)).astype(np.uint8)
+
+
+def what_where_image(rgb: np.ndarray, attention: torch.Tensor, share: torch.Tensor) -> np.ndarray:
+    """Section 4.6's colouring of one head: red = the logit comes from the content ("what") part of the query,
+    blue = from the spatial-basis ("where") part, white = balanced; brightness = attention. (210, 160, 3)."""
+    import matplotlib
+
+    size = rgb.shape[:2]
+    heat = upsample_to_input(attention[None].float())  # (1, 84, 84)
+    heat = F.interpolate(heat[None], size=size, mode="bilinear")[0, 0].float().cpu()  # (210, 160)
+    share = F.interpolate(share[None, None].float(), size=size, mode="nearest")[0, 0].cpu().numpy()  # (210, 160)
+    colours = matplotlib.colormaps["bwr"](share)[..., :3]  # (210, 160, 3): 0 blue, 0.5 white, 1 red
+    alpha = (heat / heat.max().clamp(min=1e-12)).numpy()[..., None]
+    return (255.0 * colours * alpha).astype(np.uint8)
+
+
+def play_and_capture(agent, game, seed, device, autocast, num_states=4, spacing=40):
+    """Plays one rendered game and keeps `num_states` (rgb, obs, state before obs) triples, `spacing` steps apart."""
+    env = RenderedAtari(game, seed)
+    obs, memory, captured, lives = env.reset(), Memory(agent, 1, device), [], env.ale.lives()
+    for step in range(num_states * spacing):
+        if step % spacing == spacing - 1:
+            captured.append((env.rgb(), obs.clone(), memory.state))
+        with torch.no_grad(), autocast():
+            action = memory.act(agent, obs[None].to(device))
+        obs, reward, done = env.step(int(action))
+        life_lost, lives = env.ale.lives() < lives, env.ale.lives()
+        memory.observe(reward, done or life_lost)
+        if done:
+            obs, memory, lives = env.reset(), Memory(agent, 1, device), env.ale.lives()
+    return captured
+
+
+def save_attention_grid(agent, game, seed, device, autocast, path, num_states=4, spacing=40):
+    """PNG grid, one row per evaluation state: RGB frame | each head's attention on it | each head's what/where."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    captured = play_and_capture(agent, game, seed, device, autocast, num_states, spacing)
+    heads = agent.num_queries
+    titles = ["frame"] + [f"head {n + 1}" for n in range(heads)] + [f"head {n + 1} what (red) / where (blue)" for n in range(heads)]
+    fig, axes = plt.subplots(len(captured), 1 + 2 * heads, figsize=(2.2 * (1 + 2 * heads), 3.0 * len(captured)), squeeze=False)
+    for row, (rgb, obs, state) in enumerate(captured):
+        with torch.no_grad():
+            attention = agent.attention_maps(obs[None].to(device), state)["attention"][0]  # (heads, 17, 17)
+            share = agent.what_where(obs[None].to(device), state)[0]  # (heads, 17, 17)
+        images = [rgb] + [head_overlay(rgb, attention[n]) for n in range(heads)] + [what_where_image(rgb, attention[n], share[n]) for n in range(heads)]
+        for col, image in enumerate(images):
+            axes[row, col].imshow(image)
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+            if row == 0:
+                axes[row, col].set_title(titles[col], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def video_frame(agent, rgb: np.ndarray, obs: torch.Tensor, state) -> np.ndarray:
+    """One video frame: the RGB frame | each head's attention on it. obs: (4, 84, 84) uint8, state: the
+    recurrent state it is seen with. (210, 160 x (heads + 1), 3)."""
+    attention = agent.attention_maps(obs[None], state)["attention"][0]  # (heads, 17, 17)
+    return np.concatenate([rgb] + [head_overlay(rgb, attention[n]) for n in range(attention.shape[0])], axis=1)
+
+
+def record_video(agent, game, seed, device, autocast, path, deterministic=False):
+    """One rendered full-game evaluation episode as mp4, the agent's attention drawn on every frame
+    (`video_frame`); returns its (unclipped) return."""
+    import imageio
+
+    env = RenderedAtari(game, seed)
+    obs, done, episode_return = env.reset(), False, 0.0
+    memory, lives = Memory(agent, 1, device), env.ale.lives()
+    with imageio.get_writer(path, fps=15, macro_block_size=1) as video:  # streamed: long episodes stay out of memory
+        while not done:
+            with torch.no_grad(), autocast():
+                video.append_data(video_frame(agent, env.rgb(), obs.to(device), memory.state))
+                action = memory.act(agent, obs[None].to(device), deterministic=deterministic)
+            obs, reward, done = env.step(int(action))
+            life_lost, lives = env.ale.lives() < lives, env.ale.lives()
+            memory.observe(reward, done or life_lost)
+            episode_return += reward
+    return episode_return
+
+
+def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, progress=None):
+    """`num_episodes` full (unclipped) games on the evaluation pool. Each env plays a number of episodes
+    fixed in advance (not "the first N to finish", which would favour short episodes). Returns the
+    per-episode (returns, lengths in agent steps, env indices)."""
+    obs, _ = envs.reset()
+    num_envs = len(obs)
+    quota = num_episodes // num_envs + (np.arange(num_envs) < num_episodes % num_envs)
+    played = np.zeros(num_envs, dtype=int)
+    running_returns = np.zeros(num_envs)
+    returns, lengths, env_ids = [], [], []
+    memory, lives = Memory(agent, num_envs, device), None
+    while (played < quota).any():
+        with torch.no_grad(), autocast():
+            action = memory.act(agent, torch.from_numpy(obs).to(device), deterministic=deterministic)
+        obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+        life_lost = np.zeros(num_envs, dtype=bool) if lives is None else info["lives"] < lives
+        lives = info["lives"]
+        memory.observe(info["reward"], terminated | truncated | life_lost)
+        counting = played < quota
+        running_returns += np.where(counting, info["reward"], 0.0)
+        for i in np.flatnonzero((terminated | truncated) & counting):
+            returns.append(running_returns[i])
+            lengths.append(int(info["elapsed_step"][i]))
+            env_ids.append(i)
+            running_returns[i] = 0.0
+            played[i] += 1
+            if progress is not None:
+                progress.update(1)
+    return np.array(returns), np.array(lengths), np.array(env_ids)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    game = parse_game(args.env_id)
+    if args.eval_only and args.resume is None:
+        sys.exit("error: --eval-only evaluates a checkpoint: name it with --resume PATH")
+    if args.eval_env_id is not None and not args.eval_only:
+        sys.exit("error: --eval-env-id is only used with --eval-only")
+    if args.eval_episodes < 1:
+        sys.exit(f"error: --eval-episodes {args.eval_episodes}: give at least 1")
+    eval_game = parse_game(args.eval_env_id) if args.eval_env_id is not None else None
+    checkpoint = None
+    if args.resume is not None:
+        if not os.path.isfile(args.resume):
+            sys.exit(f"error: --resume {args.resume}: no such checkpoint file")
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
+        saved = checkpoint["args"]
+        defaults = Args()
+        kept = RUN_CONTROL_FIELDS + (EVAL_ONLY_FIELDS if args.eval_only else ())
+        changed = [f for f in saved if f not in kept and f in vars(args) and getattr(args, f) not in (getattr(defaults, f), saved[f])]
+        if changed:
+            print(f"resume: experiment settings come from the checkpoint; ignoring command-line {', '.join(changed)}")
+        args = dataclasses.replace(args, **{k: v for k, v in saved.items() if k not in kept and k in vars(args)})
+        game = parse_game(args.env_id)
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations < 1:
+        sys.exit(f"error: --total-timesteps {args.total_timesteps} is smaller than one batch (num_envs x num_steps = {args.batch_size})")
+    if args.minibatch_size < 1 or args.batch_size % args.num_minibatches:
+        sys.exit(f"error: batch size {args.batch_size} is not divisible into --num-minibatches {args.num_minibatches}")
+    if args.num_envs % args.num_minibatches:
+        sys.exit(f"error: --num-envs {args.num_envs} is not divisible by --num-minibatches {args.num_minibatches} (minibatches are made of whole environments)")
+    if args.query_mode == "l2norm" and args.key_channels % args.num_queries:
+        sys.exit(f"error: --query-mode l2norm gives each of the {args.num_queries} heads an equal slice of the --key-channels {args.key_channels}: make them divisible")
+    if checkpoint is not None:
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+        run_name = os.path.basename(run_dir)
+    if checkpoint is not None and not args.eval_only:
+        if checkpoint["iteration"] >= args.num_iterations:
+            sys.exit(f"error: checkpoint is at step {checkpoint['global_step']}, already at total_timesteps {args.total_timesteps}")
+        saved_steps = {f: re.fullmatch(r"step_(\d+)\.cleanrl_model", f) for f in os.listdir(run_dir)}
+        later = [f for f, match in saved_steps.items() if match and int(match.group(1)) > checkpoint["global_step"]]
+        if later:
+            sys.exit(f"error: {run_dir} has checkpoints past step {checkpoint['global_step']} ({', '.join(sorted(later))}); copy the checkpoint into a new folder to branch from it")
+    if checkpoint is None:
+        run_name = f"{game}__{args.exp_name}__{variant_name(args)}__{args.seed}__{int(time.time())}"
+        base_name, copy = run_name, 1
+        while os.path.exists(os.path.join("runs", run_name)):  # same second, same settings: never reuse a folder
+            copy += 1
+            run_name = f"{base_name}-{copy}"
+        run_dir = os.path.join("runs", run_name)
+    os.makedirs(run_dir, exist_ok=True)
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(args.torch_threads or num_cores)
+    if args.cuda and torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif args.cuda and torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    if args.precision == "auto":  # emulated bf16 (e.g. AVX2-only CPUs) is several times slower than fp32
+        args.precision = "bf16" if native_bf16(device) else "fp32"
+    if args.precision == "bf16":
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+    else:
+        autocast = nullcontext
+
+    # long evaluation of a checkpoint (seed 004: 8192 episodes on unseen seeds), then exit
+    if args.eval_only:
+        eval_game = eval_game or game
+        eval_pool = make_env(eval_game, min(args.eval_episodes, 8 * num_cores), args.seed + 4_000_000, False, num_cores)
+        agent = make_agent(args, eval_pool.action_space.n).to(device)
+        try:
+            agent.load_state_dict(checkpoint["model"])
+        except RuntimeError:
+            sys.exit(f"error: the checkpoint's agent does not fit {eval_game} ({eval_pool.action_space.n} actions); evaluate it on the game it was trained on ({game}) or one with the same actions")
+        agent.eval()
+        print(f"eval-only: {variant_name(args)} at step {checkpoint['global_step']:,} on {eval_game}, {args.eval_episodes} episodes, {eval_pool.action_space.n} actions, precision {args.precision}")
+        with tqdm(total=args.eval_episodes, unit="episode", dynamic_ncols=True, disable=not sys.stderr.isatty()) as progress:
+            returns, lengths, env_ids = evaluate(agent, eval_pool, args.eval_episodes, device, autocast, args.eval_deterministic, progress)
+        eval_pool.close()
+        base = os.path.join(run_dir, f"eval_only_{eval_game}_step_{checkpoint['global_step']:09d}_{args.eval_episodes}ep")
+        results_path, copy = f"{base}.csv", 1
+        while os.path.exists(results_path):  # an earlier evaluation is never overwritten
+            copy += 1
+            results_path = f"{base}-{copy}.csv"
+        with open(results_path, "w", newline="") as f:
+            csv.writer(f).writerows([["episode", "env", "return", "length"]] + [[i, e, f"{r:g}", n] for i, (e, r, n) in enumerate(zip(env_ids, returns, lengths))])
+        print(f"eval-only: mean return {returns.mean():.2f} +- {returns.std():.2f} (standard error {returns.std(ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else float('nan'):.2f}), "
+              f"median {np.median(returns):g}, min {returns.min():g}, max {returns.max():g}, mean length {lengths.mean():.0f} steps; episodes in {results_path}")
+        sys.exit(0)
+
+    # env setup: two half pools stepped alternately, so one half runs the emulators (envpool's C++
+    # threads) while the policy acts on the other half
+    num_groups = 2 if args.num_envs % 2 == 0 else 1
+    group_size = args.num_envs // num_groups
+    env_threads = args.env_threads or num_cores
+    env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads) for g in range(num_groups)]
+    group_rows = [slice(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
+    eval_envs = make_env(game, args.eval_episodes, args.seed + 1_000_000, False, env_threads)
+    num_actions = env_groups[0].action_space.n
+
+    agent = make_agent(args, num_actions).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    global_step, start_iteration = 0, 1
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step, start_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
+    get_value = torch.compile(agent.get_value) if args.compile else agent.get_value
+
+    # logging: tensorboard (+ wandb), evals.csv, args.json
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, id=run_name.replace("/", "_"), resume="allow", save_code=True, dir=run_dir)
+    # on resume, tensorboard hides what the interrupted run logged past the checkpoint
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    args_path = os.path.join(run_dir, "args.json")
+    if not os.path.exists(args_path):
+        with open(args_path, "w") as f:
+            json.dump(vars(args), f, indent=2)
+    evals_path = os.path.join(run_dir, "evals.csv")
+    if checkpoint is not None and os.path.exists(evals_path):
+        # evaluations logged after the checkpoint was written are superseded by the resumed run: kept aside
+        with open(evals_path) as f:
+            rows = list(csv.reader(f))
+        stale = [r for r in rows[1:] if int(r[0]) > global_step]
+        if stale:
+            with open(os.path.join(run_dir, "evals.superseded.csv"), "a", newline="") as f:
+                csv.writer(f).writerows(stale)
+            with open(evals_path, "w", newline="") as f:
+                csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= global_step])
+    if not os.path.exists(evals_path):
+        with open(evals_path, "w", newline="") as f:
+            csv.writer(f).writerow(["global_step", "mean_return", "std_return", "episode_returns"])
+
+    # ALGO Logic: Storage setup (observations stay uint8; the network divides by 255)
+    obs_buf = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    actions_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    logprobs_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    dones_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    terminals_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    prev_actions_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    prev_rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+
+    # TRY NOT TO MODIFY: start the game
+    next_obs = torch.zeros((args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    next_done = torch.zeros(args.num_envs, device=device)
+    next_terminal = torch.zeros(args.num_envs, device=device)
+    # recurrent inputs of the next step: state (vision h, c; core h, c), previous action ("none" = num_actions) and reward
+    next_state = agent.initial_state(args.num_envs, device)
+    next_prev_action = torch.full((args.num_envs,), num_actions, dtype=torch.long, device=device)
+    next_prev_reward = torch.zeros(args.num_envs, device=device)
+    for g, envs in enumerate(env_groups):
+        next_obs[group_rows[g]] = torch.from_numpy(envs.reset()[0]).to(device)
+    episode_returns = np.zeros(args.num_envs)  # full-game, unclipped (summed over lives)
+    in_flight = [None] * num_groups  # rollout step whose actions a group is executing, or None
+    last_return, last_eval = float("nan"), float("nan")
+    next_eval = (global_step // args.eval_freq + 1) * args.eval_freq
+    next_save = (global_step // args.save_freq + 1) * args.save_freq
+
+    def receive(g):
+        """Collect group g's step: reward of the step it executed, next observation and episode ends."""
+        global last_return
+        obs, reward, terminated, truncated, info = env_groups[g].recv()
+        rows = group_rows[g]
+        rewards_buf[in_flight[g], rows] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        # the reward of a reset step (taken from an episode's last observation) is 0: the new episode starts clean
+        next_prev_reward[rows] = rewards_buf[in_flight[g], rows] * (1.0 - dones_buf[in_flight[g], rows])
+        next_obs[rows] = torch.from_numpy(obs).to(device)
+        next_done[rows] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
+        next_terminal[rows] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+        in_flight[g] = None
+        episode_returns[rows] += info["reward"]
+        for i in np.flatnonzero(info["terminated"] | truncated):  # game over (all lives) or time limit
+            last_return = episode_returns[rows][i]
+            writer.add_scalar("charts/episodic_return", last_return, global_step)
+            writer.add_scalar("charts/episodic_length", info["elapsed_step"][i], global_step)
+            episode_returns[rows.start + i] = 0.0
+
+    def checkpoint_now(iteration):
+        path = os.path.join(run_dir, f"step_{global_step:09d}.cleanrl_model")
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        torch.save({"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args), "global_step": global_step,
+                    "iteration": iteration, "rng": rng, "script": os.path.basename(__file__), "variant": variant_name(args)}, path)
+        return path
+
+    def evaluate_now():
+        returns = evaluate(agent, eval_envs, args.eval_episodes, device, autocast, args.eval_deterministic)[0]
+        writer.add_scalar("eval/mean_return", returns.mean(), global_step)
+        writer.add_scalar("eval/std_return", returns.std(), global_step)
+        with open(evals_path, "a", newline="") as f:
+            csv.writer(f).writerow([global_step, f"{returns.mean():.4f}", f"{returns.std():.4f}", ";".join(f"{r:g}" for r in returns)])
+        if args.capture_video:
+            os.makedirs(os.path.join(run_dir, "videos"), exist_ok=True)
+            video_path = os.path.join(run_dir, "videos", f"eval_step_{global_step:09d}.mp4")
+            record_video(agent, game, args.seed + 2_000_000 + global_step, device, autocast, video_path, args.eval_deterministic)
+            if args.track:
+                wandb.log({"eval/video": wandb.Video(video_path, format="mp4"), "global_step": global_step})
+        return returns
+
+    progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty())
+    print(f"{run_name}: {variant_name(args)} on {game}, {args.num_iterations * args.batch_size:,} steps, device {device}, precision {args.precision}, outputs in {run_dir}")
+    start_time, start_step = time.time(), global_step
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        iteration_start = time.time()
+        env_time = policy_time = 0.0
+        # Annealing the rate and the clip coefficient if instructed to do so (seed table: both x alpha, alpha 1 -> 0)
+        frac = 1.0 - (iteration - 1.0) / args.num_iterations
+        optimizer.param_groups[0]["lr"] = frac * args.learning_rate if args.anneal_lr else args.learning_rate
+        clip_coef = frac * args.clip_coef if args.anneal_clip else args.clip_coef
+        torch.set_num_threads(args.rollout_threads)
+        initial_state = tuple(s.clone() for s in next_state)  # the update replays each env's sequence from here
+
+        # one autocast region for the whole rollout: bf16 copies of the weights are made once, not every step
+        with autocast():
+            for step in range(0, args.num_steps):
+                global_step += args.num_envs
+                for g, envs in enumerate(env_groups):
+                    rows = group_rows[g]
+                    obs_buf[step, rows] = next_obs[rows]
+                    dones_buf[step, rows] = next_done[rows]
+                    terminals_buf[step, rows] = next_terminal[rows]
+
+                    # ALGO LOGIC: action logic
+                    tic = time.time()
+                    prev_actions_buf[step, rows] = next_prev_action[rows]
+                    prev_rewards_buf[step, rows] = next_prev_reward[rows]
+                    with torch.no_grad(), autocast():
+                        action, logprob, _, value, state = get_action_and_value(
+                            next_obs[rows], tuple(s[rows] for s in next_state), next_prev_action[rows], next_prev_reward[rows], next_done[rows]
+                        )
+                    for s, new in zip(next_state, state):  # zeros after an episode's last observation
+                        s[rows] = new
+                    next_prev_action[rows] = torch.where(next_done[rows].bool(), num_actions, action)
+                    values_buf[step, rows] = value.flatten()
+                    actions_buf[step, rows] = action
+                    logprobs_buf[step, rows] = logprob
+                    action_np = action.cpu().numpy()
+                    policy_time += time.time() - tic
+
+                    # TRY NOT TO MODIFY: execute the game; collect the other group while this one steps
+                    tic = time.time()
+                    envs.send(action_np)
+                    in_flight[g] = step
+                    if in_flight[g - 1] is not None:  # with one group: itself
+                        receive(g - 1)
+                    env_time += time.time() - tic
+        tic = time.time()
+        for g in range(num_groups):
+            if in_flight[g] is not None:
+                receive(g)
+        env_time += time.time() - tic
+
+        # bootstrap value if not done
+        with torch.no_grad(), autocast():
+            next_value = get_value(next_obs, next_state, next_prev_action, next_prev_reward, next_done).reshape(1, -1)
+        advantages, returns = compute_gae(rewards_buf, values_buf, dones_buf, terminals_buf, next_value, next_done, next_terminal, args.gamma, args.gae_lambda)
+        # a step taken from an episode's final observation is envpool's reset step (action ignored, no reward): not trained on
+        valid = 1.0 - dones_buf
+
+        # flatten the batch
+        b_obs = obs_buf.reshape((-1, 4, 84, 84))  # (T * N, 4, 84, 84)
+        b_logprobs = logprobs_buf.reshape(-1)
+        b_actions = actions_buf.reshape(-1)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values_buf.reshape(-1)
+        b_valid = valid.reshape(-1)
+        b_prev_actions = prev_actions_buf.reshape(-1)
+        b_prev_rewards = prev_rewards_buf.reshape(-1)
+        b_dones = dones_buf.reshape(-1)
+
+        # Optimizing the policy and value network
+        update_start = time.time()
+        torch.set_num_threads(args.torch_threads or num_cores)
+        # minibatches of whole environments: each env's sequence is replayed from the rollout's initial state
+        envs_per_batch = args.num_envs // args.num_minibatches
+        env_inds = np.arange(args.num_envs)
+        flat_inds = np.arange(args.batch_size).reshape(args.num_steps, args.num_envs)
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(env_inds)
+            for start in range(0, args.num_envs, envs_per_batch):
+                mb_envs = torch.from_numpy(env_inds[start : start + envs_per_batch]).to(device)
+                mb_inds = torch.from_numpy(flat_inds[:, env_inds[start : start + envs_per_batch]].ravel()).to(device)  # (T * n,) time-major
+                mb_valid = b_valid[mb_inds]
+                num_valid = mb_valid.sum().clamp(min=1.0)
+
+                with autocast():
+                    _, newlogprob, entropy, newvalue, _ = get_action_and_value(
+                        b_obs[mb_inds], tuple(s[mb_envs] for s in initial_state), b_prev_actions[mb_inds], b_prev_rewards[mb_inds], b_dones[mb_inds], b_actions[mb_inds]
+                    )
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+                if epoch == 0 and start == 0:  # before any gradient step the replay must reproduce the rollout exactly
+                    replay_logprob_error = logratio.abs().max().item()
+                    replay_value_error = (newvalue.view(-1) - b_values[mb_inds]).abs().max().item()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = ((-logratio) * mb_valid).sum() / num_valid
+                    approx_kl = (((ratio - 1) - logratio) * mb_valid).sum() / num_valid
+                    clipfracs += [((((ratio - 1.0).abs() > clip_coef).float() * mb_valid).sum() / num_valid).item()]
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    adv_mean = (mb_advantages * mb_valid).sum() / num_valid
+                    adv_std = (((mb_advantages - adv_mean) ** 2 * mb_valid).sum() / (num_valid - 1).clamp(min=1.0)).sqrt()
+                    mb_advantages = (mb_advantages - adv_mean) / (adv_std + 1e-8)
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+                pg_loss = (torch.max(pg_loss1, pg_loss2) * mb_valid).sum() / num_valid
+
+                # Value loss
+                newvalue = newvalue.view(-1)
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                    v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -clip_coef, clip_coef)
+                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss = (torch.max(v_loss_unclipped, v_loss_clipped) * mb_valid).sum() / num_valid
+                else:
+                    v_loss = (((newvalue - b_returns[mb_inds]) ** 2) * mb_valid).sum() / num_valid
+
+                entropy_loss = (entropy * mb_valid).sum() / num_valid
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+        update_time = time.time() - update_start
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # evaluation and checkpoints (small batches: acting threads, the other cores run the emulators)
+        eval_start = time.time()
+        torch.set_num_threads(args.rollout_threads)
+        if global_step >= next_eval or iteration == args.num_iterations:
+            eval_returns = evaluate_now()
+            next_eval = (global_step // args.eval_freq + 1) * args.eval_freq
+            last_eval = eval_returns.mean()
+            progress.write(f"global_step={global_step}, eval mean_return={eval_returns.mean():.2f} +- {eval_returns.std():.2f}")
+        if args.save_model and (global_step >= next_save or iteration == args.num_iterations):
+            checkpoint_path = checkpoint_now(iteration)
+            next_save = (global_step // args.save_freq + 1) * args.save_freq
+        eval_time = time.time() - eval_start
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        iteration_time = time.time() - iteration_start
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("charts/clip_coef", clip_coef, global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        writer.add_scalar("debug/replay_logprob_error", replay_logprob_error, global_step)
+        writer.add_scalar("debug/replay_value_error", replay_value_error, global_step)
+        writer.add_scalar("perf/env_s", env_time, global_step)
+        writer.add_scalar("perf/policy_s", policy_time, global_step)
+        writer.add_scalar("perf/update_s", update_time, global_step)
+        writer.add_scalar("perf/eval_s", eval_time, global_step)
+        writer.add_scalar("perf/other_s", iteration_time - env_time - policy_time - update_time - eval_time, global_step)
+        progress.set_postfix(SPS=sps, episodic_return=f"{last_return:.1f}", eval_return=f"{last_eval:.1f}", refresh=False)
+        progress.update(args.batch_size)
+        if progress.disable and (iteration % max(1, args.num_iterations // 20) == 0 or iteration == args.num_iterations):
+            eta = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
+            print(f"global_step={global_step}/{args.num_iterations * args.batch_size}, SPS={sps}, ETA={eta / 60:.1f} min, episodic_return={last_return:.1f}", flush=True)
+
+    progress.close()
+    if args.save_model:
+        print(f"checkpoint: {checkpoint_path}")
+    if args.save_attention:
+        attention_path = os.path.join(run_dir, f"attention_step_{global_step:09d}.png")
+        save_attention_grid(agent, game, args.seed + 3_000_000, device, autocast, attention_path)
+        print(f"attention grid: {attention_path}")
+        if args.track:
+            wandb.log({"eval/attention": wandb.Image(attention_path), "global_step": global_step})
+    for envs in env_groups + [eval_envs]:
+        envs.close()
+    writer.close()
+    if args.track:
+        wandb.finish()
