@@ -1,0 +1,326 @@
+"""ppo_atari_topdown.py: the top-down attention agent's maths (spatial basis, attention, what/where), recurrent
+replay equivalence, and tiny end-to-end runs of every query mode through the real entry point."""
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
+
+SCRIPT = REPO / "ppo_atari_topdown.py"
+MODES = ["topdown", "fixed", "l2norm"]
+SMALL = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32, query_hidden=32)
+SMALL_FLAGS = ["--conv-channels", "16", "--value-channels", "24", "--core-hidden", "32", "--mlp-hidden", "32", "--query-hidden", "32"]
+TINY = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+        "--eval-episodes", "1", "--eval-freq", "32", "--save-freq", "32", "--torch-threads", "1", "--env-threads", "1",
+        "--precision", "fp32", *SMALL_FLAGS]
+
+
+@pytest.fixture(scope="module")
+def topdown():
+    return load_module(SCRIPT, "ppo_atari_topdown")
+
+
+def run_topdown(args, cwd, timeout=600):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def random_inputs(num_envs, steps, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (steps * num_envs, 4, 84, 84), dtype=torch.uint8, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the network
+
+
+def test_spatial_basis(topdown):
+    basis = topdown.spatial_basis(17, 17, 4)
+    assert basis.shape == (64, 17, 17)
+    assert basis.min() >= -1.0 and basis.max() <= 1.0
+    flat = basis.flatten(1)  # (64, 289)
+    distance = (flat[:, None] - flat[None]).abs().amax(-1)  # (64, 64): largest difference of each pair of channels
+    off_diagonal = distance[~torch.eye(64, dtype=torch.bool)]
+    assert off_diagonal.min() > 1e-3, "two basis channels are (nearly) the same"
+    assert flat.std(1).min() > 0.1, "a basis channel is (nearly) constant"
+    # eq. 7: channel (u, v) with two even functions is cos(pi u x_i) cos(pi v x_j); here u = 1, v = 2
+    x = (torch.arange(17) + 0.5) / 17
+    expected = torch.cos(math.pi * 1 * x)[:, None] * torch.cos(math.pi * 2 * x)[None]
+    assert torch.allclose(basis[0 * 8 + 1], expected, atol=1e-6)
+
+
+def test_parameter_count_by_hand(topdown):
+    count = sum(p.numel() for p in topdown.Agent(4).parameters())
+    convs = (4 * 32 * 64 + 32) + (32 * 64 * 16 + 64) + (64 * 64 * 9 + 64)  # 8x8 s4, 4x4, 3x3
+    conv_lstm = (64 * 512 * 9 + 512) + 128 * 512 * 9  # input and recurrent 3x3 convolutions to 4 x 128 gates
+    query_net = (256 * 128 + 128) + (128 * 4 * 72 + 4 * 72)  # 4 queries of c_k + c_s = 8 + 64
+    core_input = 4 * (120 + 64) + 4 * 72 + 1 + 4  # answers, queries, previous reward, one-hot previous action
+    core = (core_input * 512 + 512) + (512 * 256 + 256) + (2 * 4 * 256 * 256 + 2 * 4 * 256)  # MLP and LSTM(256)
+    heads = (256 * 4 + 4) + (256 + 1)
+    assert count == convs + conv_lstm + query_net + core + heads == 2_219_589
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_attention_maps_are_spatial_softmaxes(topdown, mode):
+    torch.manual_seed(0)
+    agent = topdown.Agent(4, mode, **SMALL)
+    obs = random_inputs(3, 1)
+    state = tuple(torch.randn_like(s) for s in agent.initial_state(3, "cpu"))
+    maps = agent.attention_maps(obs, state)
+    assert set(maps) == {"attention"}
+    attention = maps["attention"]
+    assert attention.shape == (3, 4, 17, 17)
+    assert (attention >= 0).all()
+    assert torch.allclose(attention.sum((2, 3)), torch.ones(3, 4), atol=1e-5)
+    assert attention.flatten(2).std(-1).min() > 0, "a head's map is uniform"
+    if mode == "topdown":  # the queries depend on the core state: another state, other maps
+        other = tuple(torch.randn_like(s) for s in state)
+        assert not torch.allclose(agent.attention_maps(obs, other)["attention"], attention)
+    else:  # bottom-up: the core state does not change the maps
+        other = state[:2] + tuple(torch.randn_like(s) for s in state[2:])
+        assert torch.allclose(agent.attention_maps(obs, other)["attention"], attention)
+    upsampled = topdown.upsample_to_input(attention)
+    assert upsampled.shape == (3, 4, 84, 84) and (upsampled >= 0).all()
+
+
+def test_upsampling_lights_the_cells_footprint(topdown):
+    grid = torch.zeros(1, 17, 17)
+    grid[0, 5, 9] = 1.0
+    image = topdown.upsample_to_input(grid)[0]  # (84, 84)
+    lit = image > 0
+    rows, cols = lit.any(1).nonzero().flatten(), lit.any(0).nonzero().flatten()
+    # conv1 (8x8, stride 4) then conv2 (4x4, stride 1): cell (5, 9) is computed from input rows 20..39, cols 36..55
+    assert (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()) == (20, 39, 36, 55)
+    assert lit.sum() == 20 * 20
+    assert torch.allclose(topdown.upsample_to_input(torch.ones(1, 17, 17)), torch.ones(1, 84, 84))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_what_where_shares(topdown, mode):
+    torch.manual_seed(1)
+    agent = topdown.Agent(4, mode, **SMALL)
+    obs = random_inputs(2, 1)
+    state = tuple(torch.randn_like(s) for s in agent.initial_state(2, "cpu"))
+    share = agent.what_where(obs, state)
+    assert share.shape == (2, 4, 17, 17)
+    assert (share >= 0).all() and (share <= 1).all()
+    if mode == "l2norm":
+        assert torch.equal(share, torch.ones_like(share))  # no query: the logits are all content
+    else:
+        assert 0 < share.mean() < 1
+
+
+def test_what_where_by_hand(topdown):
+    """A fixed query with no content part asks only "where" (share 0); with no spatial part only "what" (1);
+    a query whose two parts give logits of equal size is balanced (0.5)."""
+    agent = topdown.Agent(4, "fixed", **SMALL)
+    obs = random_inputs(1, 1)
+    state = agent.initial_state(1, "cpu")
+    with torch.no_grad():
+        agent.query_bias.zero_()
+        agent.query_bias[0, 8:] = 1.0  # head 1: spatial part only
+        agent.query_bias[1, :8] = 1.0  # head 2: content part only
+    share = agent.what_where(obs, state)
+    assert torch.equal(share[0, 0], torch.zeros(17, 17))
+    assert torch.equal(share[0, 1], torch.ones(17, 17))
+    assert torch.equal(share[0, 2], torch.full((17, 17), 0.5))  # zero query: both parts vanish
+    # the shares are |q_k.K| / (|q_k.K| + |q_s.S|): recompute them from the keys and the basis for a mixed query
+    with torch.no_grad():
+        agent.query_bias[3] = torch.randn(agent.query_size)
+        vision_h, _ = agent.conv_lstm(agent.vision_features(obs), state[:2])
+        keys = vision_h[0, :8].flatten(1)  # (8, 289)
+        content = (agent.query_bias[3, :8] @ keys).abs()
+        position = (agent.query_bias[3, 8:] @ agent.basis.flatten(1)).abs()
+    expected = (content / (content + position)).view(17, 17)
+    assert torch.allclose(agent.what_where(obs, state)[0, 3], expected, atol=1e-5)
+
+
+def test_bad_query_mode_sizes(topdown):
+    with pytest.raises(ValueError, match="divisible"):
+        topdown.Agent(4, "l2norm", key_channels=6)
+    with pytest.raises(ValueError, match="topdown, fixed, l2norm"):
+        topdown.Agent(4, "bottomup")
+
+
+# ---------------------------------------------------------------------------------------------------
+# recurrent correctness: the update path replays the rollout exactly
+
+
+def rollout_step_by_step(agent, obs, dones, num_envs):
+    """What the training loop does: one step at a time, the state carried and reset after an episode's last
+    observation, previous action ("none" after a reset) and reward fed back. Returns what the loop stores."""
+    steps = obs.shape[0] // num_envs
+    state = agent.initial_state(num_envs, "cpu")
+    prev_action = torch.full((num_envs,), agent.num_actions, dtype=torch.long)
+    prev_reward = torch.zeros(num_envs)
+    rewards = torch.tensor([-1.0, 0.0, 1.0])[torch.arange(steps * num_envs) % 3].view(steps, num_envs)
+    stored = {k: [] for k in ("actions", "logprobs", "values", "prev_actions", "prev_rewards")}
+    for t in range(steps):
+        rows = slice(t * num_envs, (t + 1) * num_envs)
+        stored["prev_actions"].append(prev_action)
+        stored["prev_rewards"].append(prev_reward)
+        with torch.no_grad():
+            action, logprob, _, value, state = agent.get_action_and_value(obs[rows], state, prev_action, prev_reward, dones[rows])
+        stored["actions"].append(action)
+        stored["logprobs"].append(logprob)
+        stored["values"].append(value.flatten())
+        prev_action = torch.where(dones[rows].bool(), agent.num_actions, action)
+        prev_reward = rewards[t] * (1.0 - dones[rows])
+    return {k: torch.cat(v) for k, v in stored.items()}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_replay_reproduces_rollout_across_episode_ends(topdown, mode):
+    torch.manual_seed(2)
+    num_envs, steps = 3, 10
+    agent = topdown.Agent(5, mode, **SMALL)
+    obs = random_inputs(num_envs, steps, seed=3)
+    dones = torch.zeros(steps, num_envs)
+    dones[3, 0] = dones[4, 0] = dones[6, 1] = 1.0  # episode ends mid-rollout, twice in a row for env 0
+    dones = dones.flatten()
+    stored = rollout_step_by_step(agent, obs, dones, num_envs)
+    initial = agent.initial_state(num_envs, "cpu")
+    with torch.no_grad():
+        _, logprobs, _, values, _ = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], dones, stored["actions"])
+    assert torch.allclose(logprobs, stored["logprobs"], atol=1e-5), (logprobs - stored["logprobs"]).abs().max()
+    assert torch.allclose(values.flatten(), stored["values"], atol=1e-5)
+    # env subsets (the update's minibatches of whole envs) replay the same way
+    envs = [2, 0]
+    subset = torch.arange(steps * num_envs).view(steps, num_envs)[:, envs].flatten()
+    with torch.no_grad():
+        _, sub_logprobs, _, _, _ = agent.get_action_and_value(
+            obs[subset], tuple(s[envs] for s in initial), stored["prev_actions"][subset], stored["prev_rewards"][subset], dones[subset], stored["actions"][subset]
+        )
+    assert torch.allclose(sub_logprobs, stored["logprobs"][subset], atol=1e-5)
+    # the check can fail: replaying without the episode ends changes every step after the first end
+    with torch.no_grad():
+        _, wrong, _, _, _ = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], torch.zeros_like(dones), stored["actions"])
+    after_first_end = torch.arange(steps * num_envs) >= 4 * num_envs
+    assert torch.allclose(wrong[~after_first_end], stored["logprobs"][~after_first_end], atol=1e-5)
+    assert not torch.allclose(wrong[after_first_end], stored["logprobs"][after_first_end], atol=1e-5)
+
+
+def test_state_is_reset_after_done(topdown):
+    torch.manual_seed(4)
+    agent = topdown.Agent(4, "topdown", **SMALL)
+    state = tuple(torch.randn_like(s) for s in agent.initial_state(2, "cpu"))
+    obs = random_inputs(2, 1)
+    none = torch.full((2,), 4, dtype=torch.long)
+    with torch.no_grad():
+        _, _, _, _, new_state = agent.get_action_and_value(obs, state, none, torch.zeros(2), torch.tensor([1.0, 0.0]))
+    for s in new_state:
+        assert torch.equal(s[0], torch.zeros_like(s[0]))
+        assert s[1].abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# end to end through the real entry point
+
+
+@pytest.fixture(scope="module")
+def mode_runs(tmp_path_factory):
+    cache = {}
+
+    def get(mode):
+        if mode not in cache:
+            cwd = tmp_path_factory.mktemp(f"topdown_{mode}")
+            proc = run_topdown([*TINY, "--query-mode", mode, "--total-timesteps", "96"], cwd)
+            assert proc.returncode == 0, describe(proc)
+            (run_dir,) = cwd.glob(f"runs/Breakout__ppo_atari_topdown__{mode}__1__*")
+            cache[mode] = run_dir
+        return cache[mode]
+
+    return get
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mode_trains_checkpoints_and_resumes(topdown, mode_runs, mode, tmp_path):
+    run_dir = mode_runs(mode)
+    assert [p.name for p in sorted(run_dir.glob("step_*.cleanrl_model"))] == [f"step_{s:09d}.cleanrl_model" for s in (32, 64, 96)]
+    checkpoint = load_checkpoint(run_dir / "step_000000096.cleanrl_model")
+    assert checkpoint["args"]["query_mode"] == mode and checkpoint["variant"] == mode
+    assert checkpoint["script"] == "ppo_atari_topdown.py"
+    args = topdown.Args(**{k: v for k, v in checkpoint["args"].items()})
+    topdown.make_agent(args, 4).load_state_dict(checkpoint["model"])
+    _, rows = read_evals(run_dir)
+    assert [int(r[0]) for r in rows] == [32, 64, 96]
+    scalars = read_scalars(run_dir)
+    for tag in ("losses/value_loss", "losses/policy_loss", "charts/SPS", "debug/replay_logprob_error"):
+        assert [s for s, _ in scalars[tag]] == [32, 64, 96], tag
+    assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
+
+    # resume from the first checkpoint, copied into a new folder
+    branch = tmp_path / "runs" / "branch"
+    branch.mkdir(parents=True)
+    shutil.copy(run_dir / "step_000000032.cleanrl_model", branch)
+    proc = run_topdown(["--resume", "runs/branch/step_000000032.cleanrl_model", "--torch-threads", "1", "--env-threads", "1"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    final = load_checkpoint(branch / "step_000000096.cleanrl_model")
+    assert final["global_step"] == 96 and final["iteration"] == 3
+    start = load_checkpoint(branch / "step_000000032.cleanrl_model")["model"]
+    assert not torch.equal(start["actor.weight"], final["model"]["actor.weight"])
+    _, rows = read_evals(branch)
+    assert [int(r[0]) for r in rows] == [64, 96]
+
+
+def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
+    """Long enough rollouts that lives are lost inside them: the first minibatch of every update (no gradient
+    step yet) reproduces the rollout's log-probabilities and values."""
+    flags = [*TINY, "--num-steps", "64", "--total-timesteps", "768", "--eval-freq", "100000", "--save-freq", "100000"]
+    proc = run_topdown(flags, tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (run_dir,) = tmp_path.glob("runs/*")
+    scalars = read_scalars(run_dir)
+    assert "charts/episodic_return" in scalars, "no game ended: the rollouts had no episode boundary to test"
+    assert len(scalars["debug/replay_logprob_error"]) == 6
+    assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
+    assert max(v for _, v in scalars["debug/replay_value_error"]) < 1e-4
+
+
+def test_save_attention_and_video(tmp_path):
+    import imageio.v3 as iio
+
+    proc = run_topdown([*TINY, "--total-timesteps", "32", "--save-attention", "--capture-video"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (run_dir,) = tmp_path.glob("runs/*")
+    (png,) = run_dir.glob("attention_step_*.png")
+    image = matplotlib.image.imread(png)
+    assert image.shape[1] > 2 * image.shape[0] / 4, image.shape  # 9 panels per row: frame, 4 heads, 4 what/where
+    assert float(image[..., :3].std()) > 0.01
+    (video,) = (run_dir / "videos").glob("*.mp4")
+    frame = iio.imread(video, index=0)
+    assert frame.shape == (210, 5 * 160, 3)  # the frame and one panel per head
+    screen = frame[:, :160].astype(int)
+    for head in range(1, 5):
+        panel = frame[:, 160 * head : 160 * (head + 1)].astype(int)
+        assert panel.mean() < screen.mean(), "a head panel is not the frame dimmed outside the attention"
+    assert sum(1 for _ in iio.imiter(video)) > 10
+
+
+def test_eval_only(mode_runs, tmp_path):
+    run_dir = tmp_path / "runs" / "copy"
+    shutil.copytree(mode_runs("topdown"), run_dir)
+    proc = run_topdown(["--resume", run_dir / "step_000000096.cleanrl_model", "--eval-only", "--eval-episodes", "3"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (results,) = run_dir.glob("eval_only_Breakout_step_000000096_3ep.csv")
+    rows = results.read_text().splitlines()
+    assert rows[0] == "episode,env,return,length" and len(rows) == 4
+    assert all(int(r.split(",")[3]) > 0 for r in rows[1:])
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--num-envs", "3", "--num-minibatches", "2"], "whole environments"),
+    (["--query-mode", "l2norm", "--key-channels", "6"], "divisible"),
+])
+def test_bad_sizes_refused(tmp_path, extra, words):
+    proc = run_topdown([*TINY, "--total-timesteps", "96", *extra], tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
+    assert words in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "runs").exists()
