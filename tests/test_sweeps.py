@@ -175,3 +175,17 @@ def test_selfattn_smoke_grid():
     assert {c["env-id"] for c in combos} == {"Pong", "Breakout"}
     assert {c["self-attn"] for c in combos} == set(VARIANTS)
     assert all(c["seed"] == 1 and c["total-timesteps"] == 100_000 and c["eval-freq"] == 20_000 for c in combos)
+
+
+def test_topdown_grid_is_57_games_3_query_modes_3_seeds():
+    from attention_utils.atari_scores import RANDOM_HUMAN_SCORES
+
+    config = load_sweep(REPO / "sweeps" / "topdown.yaml")
+    assert config["method"] == "grid" and config["program"] == "ppo_atari_topdown.py"
+    params = config["parameters"]
+    assert sorted(parameter_values(params["env-id"])) == sorted(RANDOM_HUMAN_SCORES)  # the standard 57 games
+    assert "Seaquest" in parameter_values(params["env-id"])  # the one section 4.4 game the text names
+    assert parameter_values(params["query-mode"]) == ["topdown", "fixed", "l2norm"]
+    assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 57 * 3 * 3
+    command = agent_command(config, {"env-id": "Seaquest", "query-mode": "fixed", "seed": 2, "track": True})
+    assert command == ["/usr/bin/env", "python", "ppo_atari_topdown.py", "--env-id=Seaquest", "--query-mode=fixed", "--seed=2", "--track"]
