@@ -544,7 +544,7 @@ def saliency_panels(rgb: np.ndarray, stacked: torch.Tensor, saliency: Optional[t
     if saliency is not None:
         small = saliency.float().cpu()
         small = (small / small.max().clamp(min=1e-8)).numpy()
-        large = F.interpolate(torch.from_numpy(small)[None, None], size=rgb.shape[:2], mode="bilinear")[0, 0].numpy()  # (210, 160)
+        large = F.interpolate(torch.from_numpy(small)[None, None], size=rgb.shape[:2], mode="bilinear")[0, 0].float().numpy()  # (210, 160)
         top = top * (1 - large[..., None]) + 255.0 * large[..., None]  # white
         bottom[..., 1] = np.maximum(bottom[..., 1], 255.0 * small)  # green
     return top.astype(np.uint8), bottom.astype(np.uint8)

@@ -463,8 +463,8 @@ def make_agent(args: Args, num_actions: int) -> Agent:
 
 
 def variant_name(args: Args) -> str:
-    """The architecture's name in run folders and checkpoints."""
-    return args.self_attn
+    """The architecture's name in run folders and checkpoints: `CWCA`, or `CWCA+alpha_beta` with learnable scalars."""
+    return args.self_attn if args.ada_attn == "none" else f"{args.self_attn}+{args.ada_attn}"
 
 
 def compute_gae(rewards, values, dones, terminals, next_value, next_done, next_terminal, gamma, gae_lambda):
@@ -537,7 +537,7 @@ def video_frame(agent, rgb: np.ndarray, obs: torch.Tensor) -> np.ndarray:
     overlay = rgb.astype(np.float32)  # (210, 160, 3)
     if maps:
         heat = upsample_to_input(maps["attention"].float())  # (1, 84, 84)
-        heat = F.interpolate(heat[None], size=rgb.shape[:2], mode="bilinear")[0, 0].cpu()  # (210, 160)
+        heat = F.interpolate(heat[None], size=rgb.shape[:2], mode="bilinear")[0, 0].float().cpu()  # (210, 160), fp32 under autocast too
         heat = ((heat - heat.min()) / (heat.max() - heat.min() + 1e-8)).numpy()
         colours = matplotlib.colormaps["jet"](heat)[..., :3] * 255.0  # (210, 160, 3)
         overlay = 0.5 * overlay + 0.5 * colours

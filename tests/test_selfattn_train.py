@@ -141,7 +141,7 @@ def cwca_extras_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cwca_extras")
     proc = run_script(train_args("CWCA", SEED, BATCH, "--ada-attn", "alpha_beta", "--save-attention", "--capture-video"), cwd)
     assert_ok(proc)
-    return single_run_dir(cwd, "CWCA", SEED)
+    return single_run_dir(cwd, "CWCA+alpha_beta", SEED)  # the variant name says the scalars are on
 
 
 def test_ada_attn_alpha_beta_parameters(script, cwca_extras_run, variant_runs):
