@@ -1,0 +1,734 @@
+"""The result tables and plots of seed 001's "Results & Analysis", from many runs.
+
+    python -m attention_utils.results --runs runs/ [more/ ...] --out results/ [--wandb-project entity/project]
+
+Input: run folders of ppo_atari_selfattn.py / ppo_atari_fls.py / ppo_atari_topdown.py (`args.json` + `evals.csv`;
+`--runs` takes run folders or folders holding them, searched recursively; `eval_only_*.csv` and `evals.superseded.csv`
+are ignored) and/or the runs of a wandb project (`eval/mean_return` against `global_step`, config = args.json).
+Runs are grouped by (game, variant) across seeds.
+
+Outputs in --out:
+- per_game.md / per_game.csv: per game and variant, the mean over seeds of each run's mean evaluation score over
+  the whole evaluation period, ± standard error across seeds (ddof=1; "n/a" with one seed); winner in bold,
+  "No. of wins" row.
+- aggregates.md / .csv / .png: human-normalised IQM, median, mean and optimality gap with stratified-bootstrap
+  95% CIs (rliable); performance_profiles.png / .csv; probability_of_improvement.csv / .png for every pair.
+- learning_curves.png: per game, debiased EMA (weight 0.98) of each seed's curve, mean over seeds ± 95% CI
+  (Student's t).
+- alignment.md / .csv: per axis class of the seed's game classification, the share of its games won by each variant.
+
+Rules (a note is printed whenever runs are dropped, merged or renamed or a game is left out):
+- Variant: see variant_name (each script's own run-folder name). A variant name used by two experiments (exp_name)
+  becomes "variant (exp_name)".
+- Same (experiment, game, variant, seed) twice (e.g. local folder and wandb run): the run with more evaluations is kept.
+- Seeds: every run found counts; cells may have different seed counts (per_game.csv gives each cell's count).
+- Winners: only games every variant has runs on are judged (a game some variant lacks shows its numbers, no bold,
+  no win). Exact ties for a game's best mean: all tied variants are bold; each gets 1/k of the win (No. of wins and
+  alignment shares).
+- Aggregates: the per-run score is the run's mean evaluation score over the whole evaluation period, human-normalised
+  with attention_utils.atari_scores. Games without reference scores, and games that some variant lacks, are left out.
+  rliable needs the same number of runs on every game for a variant: each variant keeps, on every game, its
+  n lowest seeds, n = its smallest seed count over the games.
+- Learning curves: each seed's curve is smoothed over its own evaluations, then the seeds are put on one step grid:
+  the union of their steps inside the range all seeds cover, by linear interpolation (exact when all seeds evaluated
+  at the same steps). Band: mean ± t(0.975, n-1) SE across the n seeds (none with one seed).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from attention_utils.atari_scores import RANDOM_HUMAN_SCORES, SOURCE as REFERENCE_SOURCE, human_normalised_score
+from attention_utils.game_axes import AXIS_CLASSES, OTHER_KINDS
+
+EMA_WEIGHT = 0.98
+KNOWN_VARIANT_ORDER = ("NA", "SWA", "CWRA", "CWCA", "CWRCA")  # the seed's column order; other variants follow by name
+METRIC_NAMES = ("IQM", "Median", "Mean", "Optimality gap")
+EVALS_FILE, ARGS_FILE = "evals.csv", "args.json"
+
+
+class ResultsError(Exception):
+    """Bad input; the CLI prints it as one `error: ...` line."""
+
+
+@dataclass
+class Run:
+    """One training run: what it is and its evaluation curve."""
+    game: str
+    variant: str
+    seed: int
+    exp_name: str
+    steps: np.ndarray  # global_step of each evaluation, increasing
+    scores: np.ndarray  # mean evaluation return at each of those steps
+    source: str  # run folder or wandb run path
+
+    @property
+    def mean_score(self) -> float:
+        """The mean evaluation score over the whole evaluation period."""
+        return float(np.mean(self.scores))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading runs
+
+_ENV_ID = re.compile(r"^(?:ALE/)?(?P<game>.+?)(?:NoFrameskip-v[04]|-v[045])?$")
+
+
+def game_name(env_id: str) -> str:
+    """`Pong`, `Pong-v5`, `PongNoFrameskip-v4`, `ALE/Pong-v5` -> `Pong` (as the scripts' parse_game, without envpool)."""
+    return _ENV_ID.match(env_id.strip()).group("game")
+
+
+def variant_name(config: dict) -> str:
+    """The variant of a run from its args, as each script names it:
+    - ppo_atari_topdown.py (args with `query_mode`): `query_mode` when `arch` is missing or "mott"; otherwise `arch`
+      when query_mode is "topdown", else "{arch}+{query_mode}" (e.g. "adaptive+fixed");
+    - ppo_atari_fls.py (`arch`, no `query_mode`): `arch`;
+    - ppo_atari_selfattn.py (`self_attn`): `self_attn`, with `+{ada_attn}` when ada_attn is not "none" (e.g. "CWCA+alpha")."""
+    if config.get("query_mode") is not None:
+        query_mode, arch = str(config["query_mode"]), config.get("arch")
+        if arch is None or arch == "mott":
+            return query_mode
+        return str(arch) if query_mode == "topdown" else f"{arch}+{query_mode}"
+    if config.get("arch") is not None:
+        return str(config["arch"])
+    if config.get("self_attn") is not None:
+        ada_attn = config.get("ada_attn") or "none"
+        return str(config["self_attn"]) if ada_attn == "none" else f"{config['self_attn']}+{ada_attn}"
+    raise ResultsError("none of `query_mode`, `arch`, `self_attn` in the run's args")
+
+
+def run_from_config(config: dict, steps, scores, source: str) -> Run:
+    """A Run from a run's args (args.json or wandb config) and its evaluation curve, sorted by step."""
+    missing = [key for key in ("env_id", "seed") if config.get(key) is None]
+    if missing:
+        raise ResultsError(f"{source}: no {', '.join(missing)} in the run's args")
+    try:
+        variant = variant_name(config)
+    except ResultsError as e:
+        raise ResultsError(f"{source}: {e}") from None
+    steps, scores = np.asarray(steps, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+    order = np.argsort(steps, kind="stable")
+    return Run(game=game_name(str(config["env_id"])), variant=variant, seed=int(config["seed"]),
+               exp_name=str(config.get("exp_name") or ""), steps=steps[order], scores=scores[order], source=source)
+
+
+def find_run_dirs(paths) -> list[Path]:
+    """Run folders (holding args.json and evals.csv) at or under each path. Raises ResultsError for a path that does
+    not exist, for folders with args.json but no evals.csv, and when none is found."""
+    run_dirs, without_evals = set(), set()
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise ResultsError(f"--runs {path}: not a folder")
+        for args_path in [path / ARGS_FILE] if (path / ARGS_FILE).is_file() else sorted(path.rglob(ARGS_FILE)):
+            (run_dirs if (args_path.parent / EVALS_FILE).is_file() else without_evals).add(args_path.parent)
+    if without_evals:
+        listed = ", ".join(map(str, sorted(without_evals)[:3])) + (" ..." if len(without_evals) > 3 else "")
+        raise ResultsError(f"{len(without_evals)} run folder(s) with args.json but no {EVALS_FILE}: {listed}")
+    if not run_dirs and paths:
+        raise ResultsError(f"no run folders (args.json + {EVALS_FILE}) in {', '.join(map(str, paths))}")
+    return sorted(run_dirs)
+
+
+def read_run_dir(run_dir) -> Run:
+    """A Run from a run folder's args.json and evals.csv (other CSV files in the folder are not read)."""
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / ARGS_FILE).read_text())
+        with open(run_dir / EVALS_FILE, newline="") as f:
+            rows = list(csv.DictReader(f))
+        steps = [int(row["global_step"]) for row in rows]
+        scores = [float(row["mean_return"]) for row in rows]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ResultsError(f"{run_dir}: cannot read {ARGS_FILE} / {EVALS_FILE} ({type(e).__name__}: {e})") from None
+    return run_from_config(config, steps, scores, str(run_dir))
+
+
+def _unwrap_config(config) -> dict:
+    """wandb configs may hold {"value": v} entries (older API / raw config files): plain values."""
+    return {key: value["value"] if isinstance(value, dict) and set(value) <= {"value", "desc"} and "value" in value
+            else value for key, value in dict(config).items()}
+
+
+def wandb_runs(project: str, api=None) -> list[Run]:
+    """Runs of a wandb project ("entity/project") through the public API: each run's config (the args.json keys)
+    and the full history (scan_history, unsampled) of eval/mean_return against global_step. `api`: a
+    wandb.Api()-like object (for tests); by default wandb.Api(). Runs without evaluations, or whose config has no
+    env_id / seed / variant field, are skipped with a note."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    runs = []
+    try:
+        project_runs = list(api.runs(project))
+    except Exception as e:  # network, authentication, unknown project: one line, not a traceback
+        raise ResultsError(f"wandb project {project}: {type(e).__name__}: {e}") from None
+    for wandb_run in project_runs:
+        source = f"wandb:{project}/{getattr(wandb_run, 'id', None) or getattr(wandb_run, 'name', '?')}"
+        rows = [row for row in wandb_run.scan_history(keys=["global_step", "eval/mean_return"])
+                if row.get("eval/mean_return") is not None and row.get("global_step") is not None]
+        if not rows:
+            print(f"note: {source} has no eval/mean_return; skipped")
+            continue
+        try:
+            runs.append(run_from_config(_unwrap_config(wandb_run.config), [row["global_step"] for row in rows],
+                                        [row["eval/mean_return"] for row in rows], source))
+        except ResultsError as e:  # a project may also hold runs of other scripts
+            print(f"note: {e}; skipped")
+    return runs
+
+
+def prepare_runs(runs: list[Run]) -> list[Run]:
+    """Drop runs without evaluations and duplicates of (exp_name, game, variant, seed) (keeping the run with most
+    evaluations), and rename a variant name shared by several experiments to "variant (exp_name)". Prints notes."""
+    kept = {}
+    for run in runs:
+        if len(run.scores) == 0:
+            print(f"note: {run.source} has no evaluations yet; skipped")
+            continue
+        key = (run.exp_name, run.game, run.variant, run.seed)
+        if key in kept:
+            other = kept[key]
+            better = run if len(run.scores) > len(other.scores) else other
+            print(f"note: {other.source} and {run.source} are both {run.game}/{run.variant}/seed {run.seed}; "
+                  f"keeping {better.source} ({len(better.scores)} evaluations)")
+            kept[key] = better
+        else:
+            kept[key] = run
+    experiments = defaultdict(set)
+    for run in kept.values():
+        experiments[run.variant].add(run.exp_name)
+    shared = {variant for variant, names in experiments.items() if len(names) > 1}
+    if shared:
+        print(f"note: variant(s) {', '.join(sorted(shared))} come from several experiments; named 'variant (exp_name)'")
+    return [dataclasses.replace(run, variant=f"{run.variant} ({run.exp_name})") if run.variant in shared else run
+            for run in kept.values()]
+
+
+def note_unequal_periods(runs: list[Run]) -> list[str]:
+    """Print a note for each game whose runs' last evaluations are at different steps (an unfinished run, another
+    --total-timesteps): each run's mean covers its own evaluation period, so their means are not comparable as they
+    stand. Returns those games."""
+    last_steps = defaultdict(list)
+    for run in runs:
+        last_steps[run.game].append(int(run.steps[-1]))
+    games = sorted(game for game, steps in last_steps.items() if len(set(steps)) > 1)
+    for game in games:
+        print(f"note: runs on {game} end at different steps ({min(last_steps[game]):,} to {max(last_steps[game]):,}); "
+              f"each run's mean covers its own evaluation period")
+    return games
+
+
+def ordered_variants(variants) -> list[str]:
+    """The seed's order (NA, SWA, CWRA, CWCA, CWRCA) first, each followed by its +ada_attn / (exp) forms, then the rest."""
+    def key(variant):
+        base = variant.split(" (")[0].split("+")[0]
+        known = KNOWN_VARIANT_ORDER.index(base) if base in KNOWN_VARIANT_ORDER else len(KNOWN_VARIANT_ORDER)
+        return known, base, variant
+    return sorted(set(variants), key=key)
+
+
+def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """{(game, variant): runs sorted by seed}."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[run.game, run.variant].append(run)
+    return {key: sorted(group, key=lambda run: run.seed) for key, group in sorted(groups.items())}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# per-game table
+
+def mean_and_standard_error(values) -> tuple[float, float]:
+    """Sample mean and standard error (std with ddof=1 / sqrt(n)); the SE is nan for a single value."""
+    values = np.asarray(values, dtype=np.float64)
+    se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+    return float(np.mean(values)), se
+
+
+def per_game_summary(runs: list[Run]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """{game: {variant: (mean over seeds of the runs' mean scores, standard error, number of seeds)}}."""
+    summary = defaultdict(dict)
+    for (game, variant), group in group_runs(runs).items():
+        summary[game][variant] = (*mean_and_standard_error([run.mean_score for run in group]), len(group))
+    return dict(sorted(summary.items()))
+
+
+def game_winners(summary) -> dict[str, list[str]]:
+    """{game: variants with the highest mean} (several on an exact tie), for the games every variant of the table has
+    runs on; a game that some variant lacks has no winner (it is not in the dict)."""
+    variants = {variant for cells in summary.values() for variant in cells}
+    winners = {}
+    for game, cells in summary.items():
+        if set(cells) == variants:
+            best = max(mean for mean, _, _ in cells.values())
+            winners[game] = [variant for variant, (mean, _, _) in cells.items() if mean == best]
+    return winners
+
+
+def win_counts(winners: dict[str, list[str]], variants) -> dict[str, float]:
+    """Number of games won by each variant; a tie between k variants gives each 1/k."""
+    counts = {variant: 0.0 for variant in variants}
+    for tied in winners.values():
+        for variant in tied:
+            counts[variant] += 1 / len(tied)
+    return counts
+
+
+def _format_count(count: float) -> str:
+    return str(int(count)) if float(count).is_integer() else f"{count:.2f}".rstrip("0")
+
+
+def _format_cell(cell) -> str:
+    if cell is None:
+        return "–"
+    mean, se, _ = cell
+    return f"{mean:.2f} ± {'n/a' if math.isnan(se) else f'{se:.2f}'}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table with a left-aligned first column."""
+    lines = ["| " + " | ".join(header) + " |", "|:--" + "|:-:" * (len(header) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def per_game_markdown(summary, variants) -> str:
+    """The seed's per-game table: mean ± SE per variant, winners in bold, "No. of wins" row."""
+    winners = game_winners(summary)
+    rows = []
+    for game, cells in summary.items():
+        row = [game]
+        for variant in variants:
+            text = _format_cell(cells.get(variant))
+            row.append(f"**{text}**" if variant in winners.get(game, ()) else text)
+        rows.append(row)
+    wins = win_counts(winners, variants)
+    rows.append(["**No. of wins**"] + [_format_count(wins[variant]) for variant in variants])
+    seeds = sorted({n for cells in summary.values() for _, _, n in cells.values()})
+    seeds_text = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
+    note = (f"\nMean evaluation score over the whole evaluation period, averaged over seeds ± standard error across "
+            f"seeds ({seeds_text} seeds per cell). Bold: the highest mean of the game.")
+    unjudged = [game for game in summary if game not in winners]
+    if unjudged:
+        note += f" No winner for {', '.join(unjudged)} (not every variant has runs there)."
+    return markdown_table(["Game", *variants], rows) + note + "\n"
+
+
+def write_per_game_csv(summary, variants, path) -> None:
+    """per_game.csv: game, {variant}_mean, {variant}_se, {variant}_seeds ..., winner (";" on ties; empty for a game
+    some variant lacks); a last row "No. of wins" holds the counts in the {variant}_mean columns. Empty cell: no runs,
+    or SE with one seed."""
+    winners = game_winners(summary)
+    header = ["game"] + [f"{variant}_{field}" for variant in variants for field in ("mean", "se", "seeds")] + ["winner"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for game, cells in summary.items():
+            row = [game]
+            for variant in variants:
+                mean, se, seeds = cells.get(variant, (math.nan, math.nan, 0))
+                row += ["" if math.isnan(mean) else repr(mean), "" if math.isnan(se) else repr(se), seeds]
+            writer.writerow(row + [";".join(winners.get(game, []))])
+        wins = win_counts(winners, variants)
+        writer.writerow(["No. of wins"] + [value for variant in variants for value in (repr(wins[variant]), "", "")] + [""])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# aggregates (rliable)
+
+def normalised_score_matrices(runs: list[Run], variants) -> tuple[dict[str, np.ndarray], list[str]]:
+    """({variant: human-normalised scores, shape (num_runs, num_games)}, games) for rliable. Games without reference
+    scores or without runs of every variant are left out; each variant keeps its n lowest seeds on every game, n its
+    smallest seed count. Prints a note for everything left out."""
+    groups = group_runs(runs)
+    games = sorted({run.game for run in runs})
+    no_reference = [game for game in games if game not in RANDOM_HUMAN_SCORES]
+    if no_reference:
+        print(f"note: no human/random reference scores for {', '.join(no_reference)}; left out of the normalised aggregates")
+    incomplete = [game for game in games if game in RANDOM_HUMAN_SCORES and any((game, v) not in groups for v in variants)]
+    if incomplete:
+        print(f"note: not every variant has runs on {', '.join(incomplete)}; left out of the normalised aggregates")
+    games = [game for game in games if game not in no_reference and game not in incomplete]
+    matrices = {}
+    for variant in variants if games else []:
+        num_runs = min(len(groups[game, variant]) for game in games)
+        if any(len(groups[game, variant]) > num_runs for game in games):
+            print(f"note: {variant} has {num_runs} seed(s) on some game; the aggregates use its {num_runs} lowest seed(s) on every game")
+        matrices[variant] = np.array([[human_normalised_score(game, run.mean_score) for run in groups[game, variant][:num_runs]]
+                                      for game in games]).T
+    return matrices, games
+
+
+def aggregate_metrics(scores: np.ndarray) -> np.ndarray:
+    """[IQM, median, mean, optimality gap] of a (num_runs, num_games) score matrix, with rliable.metrics."""
+    from rliable import metrics
+
+    return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_median(scores), metrics.aggregate_mean(scores),
+                     metrics.aggregate_optimality_gap(scores)])
+
+
+@contextlib.contextmanager
+def seeded_numpy(seed: int):
+    """Seed numpy's global random state for the block, then restore it. rliable's stratified bootstraps draw their
+    indices with np.random.choice (the global state) whatever random_state they are given, so this is what makes
+    its CIs reproducible."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def aggregate_estimates(matrices: dict[str, np.ndarray], reps: int, seed: int = 0):
+    """({variant: [IQM, median, mean, optimality gap]}, {variant: (2, 4) array of 95% CI bounds}) by rliable's
+    stratified bootstrap, each variant seeded with `seed` so its CIs do not depend on the other variants."""
+    from rliable import library as rly
+
+    points, intervals = {}, {}
+    for variant, scores in matrices.items():
+        with seeded_numpy(seed):
+            point, interval = rly.get_interval_estimates({variant: scores}, aggregate_metrics, reps=reps)
+        points[variant], intervals[variant] = point[variant], interval[variant]
+    return points, intervals
+
+
+def performance_profiles(matrices: dict[str, np.ndarray], tau_list, reps: int, seed: int = 0):
+    """({variant: fraction of runs with score > tau, for each tau}, {variant: (2, len(tau_list)) 95% CIs}) with
+    rly.create_performance_profile (score distributions over all runs and games), each variant seeded with `seed`."""
+    from rliable import library as rly
+
+    profiles, cis = {}, {}
+    for variant, scores in matrices.items():
+        with seeded_numpy(seed):
+            point, interval = rly.create_performance_profile({variant: scores}, np.asarray(tau_list, dtype=np.float64), reps=reps)
+        profiles[variant], cis[variant] = point[variant], interval[variant]
+    return profiles, cis
+
+
+def probabilities_of_improvement(matrices: dict[str, np.ndarray], reps: int, seed: int = 0):
+    """({"X,Y": P(X > Y)}, {"X,Y": 95% CI}) for every pair of variants (X before Y; P(Y > X) = 1 - P(X > Y)),
+    rliable.metrics.probability_of_improvement on the paired score matrices (same games, runs independent)."""
+    from rliable import library as rly, metrics
+
+    variants = list(matrices)
+    points, intervals = {}, {}
+    for i, x in enumerate(variants):
+        for y in variants[i + 1:]:
+            pair = f"{x},{y}"
+            with seeded_numpy(seed):
+                point, interval = rly.get_interval_estimates({pair: [matrices[x], matrices[y]]},
+                                                             metrics.probability_of_improvement, reps=reps)
+            points[pair], intervals[pair] = float(point[pair]), np.asarray(interval[pair], dtype=np.float64).reshape(2)
+    return points, intervals
+
+
+def aggregates_markdown(points, intervals, games) -> str:
+    """Table of the four aggregates with CIs, per variant."""
+    rows = [[variant] + [f"{points[variant][m]:.3f} [{intervals[variant][0][m]:.3f}, {intervals[variant][1][m]:.3f}]"
+                         for m in range(len(METRIC_NAMES))] for variant in points]
+    note = (f"\nHuman-normalised scores on {len(games)} games ({', '.join(games)}); point estimate [95% stratified-bootstrap CI]. "
+            f"Reference scores: {REFERENCE_SOURCE}.\n")
+    return markdown_table(["Variant", *METRIC_NAMES], rows) + note
+
+
+def write_aggregates_csv(points, intervals, matrices, games, path) -> None:
+    """aggregates.csv: variant, num_games, num_runs (per game), then for each metric its point estimate and CI bounds."""
+    slug = [name.lower().replace(" ", "_") for name in METRIC_NAMES]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "num_games", "num_runs"] + [f"{s}{part}" for s in slug for part in ("", "_ci_low", "_ci_high")])
+        for variant in points:
+            values = [repr(float(v)) for m in range(len(METRIC_NAMES))
+                      for v in (points[variant][m], intervals[variant][0][m], intervals[variant][1][m])]
+            writer.writerow([variant, len(games), matrices[variant].shape[0]] + values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# learning curves
+
+def debiased_ema(values, weight: float = EMA_WEIGHT) -> np.ndarray:
+    """s_t = weight * s_{t-1} + (1 - weight) * x_t with s_0 = 0, divided by (1 - weight**t) (TensorBoard's smoothing,
+    Adam's bias correction); t = 1, 2, ... over the evaluations."""
+    smoothed, state = np.empty(len(values)), 0.0
+    for t, value in enumerate(np.asarray(values, dtype=np.float64), start=1):
+        state = weight * state + (1 - weight) * value
+        smoothed[t - 1] = state / (1 - weight ** t) if weight != 1 else value
+    return smoothed
+
+
+def learning_curve(runs: list[Run], weight: float = EMA_WEIGHT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean over seeds, half-width of the 95% CI of that mean; nan with one seed) of the seeds' debiased-EMA
+    curves, on the union of their evaluation steps inside the range every seed covers (linear interpolation between a
+    seed's steps). CI: Student's t with n - 1 degrees of freedom times the standard error (n seeds; 4.30 for 3 seeds,
+    2.78 for 5), not the normal 1.96, which is too narrow for a few seeds."""
+    start, stop = max(run.steps[0] for run in runs), min(run.steps[-1] for run in runs)
+    grid = np.unique(np.concatenate([run.steps for run in runs]))
+    grid = grid[(grid >= start) & (grid <= stop)]
+    curves = np.array([np.interp(grid, run.steps, debiased_ema(run.scores, weight)) for run in runs])
+    mean = curves.mean(axis=0)
+    if len(runs) == 1:
+        return grid, mean, np.full(len(grid), np.nan)
+    from scipy import stats
+
+    t_quantile = float(stats.t.ppf(0.975, len(runs) - 1))
+    return grid, mean, t_quantile * curves.std(axis=0, ddof=1) / math.sqrt(len(runs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# alignment of biases
+
+def alignment_shares(winners: dict[str, list[str]], variants) -> list[tuple[str, int, dict[str, float]]]:
+    """[(axis class, number of its games in the results, {variant: share of those games won})] for horizontal,
+    vertical, other, then the three kinds of other ("other: ..."); a tie between k variants gives each 1/k of the
+    game. Classes without games are left out; unclassified games (not in the seed) are noted."""
+    unclassified = [game for game in winners if not any(game in games for games in AXIS_CLASSES.values())]
+    if unclassified:
+        print(f"note: {', '.join(unclassified)} not in the seed's game classification; left out of the alignment table")
+    classes = list(AXIS_CLASSES.items()) + [(f"other: {kind}", games) for kind, games in OTHER_KINDS.items()]
+    table = []
+    for name, class_games in classes:
+        won = {game: tied for game, tied in winners.items() if game in class_games}
+        if won:
+            counts = win_counts(won, variants)
+            table.append((name, len(won), {variant: counts[variant] / len(won) for variant in variants}))
+    return table
+
+
+def alignment_markdown(table, variants) -> str:
+    """Share of each class's games won by each variant (highest share in bold)."""
+    rows = []
+    for name, num_games, shares in table:
+        best = max(shares.values())
+        rows.append([name, str(num_games)] + [f"**{shares[v]:.2f}**" if shares[v] == best else f"{shares[v]:.2f}" for v in variants])
+    return markdown_table(["Axis of dynamics", "Games", *variants], rows)
+
+
+def write_alignment_csv(table, variants, path) -> None:
+    """alignment.csv: axis_class, num_games, one share column per variant."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["axis_class", "num_games", *variants])
+        for name, num_games, shares in table:
+            writer.writerow([name, num_games] + [repr(shares[v]) for v in variants])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# plots
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def variant_colors(variants) -> dict:
+    """{variant: color}: seaborn's colorblind palette in variant order, as rliable's plots use it."""
+    import seaborn as sns
+
+    return dict(zip(variants, sns.color_palette("colorblind", n_colors=len(variants))))
+
+
+def plot_learning_curves(runs: list[Run], variants, path, weight: float = EMA_WEIGHT) -> None:
+    """learning_curves.png: a grid with one panel per game, one line (mean of debiased EMAs) and 95% band per variant."""
+    plt = _pyplot()
+    groups = group_runs(runs)
+    games = sorted({run.game for run in runs})
+    columns = min(len(games), 6)
+    rows = math.ceil(len(games) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.6), squeeze=False, layout="constrained")
+    colors = variant_colors(variants)
+    for ax, game in zip(axes.flat, games):
+        for variant in variants:
+            if (game, variant) not in groups:
+                continue
+            steps, mean, half_width = learning_curve(groups[game, variant], weight)
+            ax.plot(steps, mean, color=colors[variant], label=variant, linewidth=1.2)
+            if not np.all(np.isnan(half_width)):
+                ax.fill_between(steps, mean - half_width, mean + half_width, color=colors[variant], alpha=0.2, linewidth=0)
+        ax.set_title(game, fontsize=10)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.get_offset_text().set_fontsize(7)
+    for ax in axes.flat[len(games):]:
+        ax.axis("off")
+    fig.supxlabel("environment steps")
+    fig.supylabel(f"evaluation return (debiased EMA {weight}, mean ± 95% CI over seeds)")
+    handles = [plt.Line2D([], [], color=colors[v], label=v) for v in variants]
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(variants), 8), frameon=False)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_aggregates(points, intervals, variants, path) -> None:
+    """aggregates.png with rliable.plot_utils.plot_interval_estimates."""
+    plt = _pyplot()
+    from rliable import plot_utils
+
+    fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=list(METRIC_NAMES), algorithms=list(variants),
+                                                colors=variant_colors(variants), xlabel="Human-normalised score", max_ticks=3,
+                                                xlabel_y_coordinate=0.11 - 1.62 / len(variants))
+    # rliable's figure is 0.37 in per variant high and puts the label at this figure fraction: about 0.6 in below
+    # the axes, clear of the tick labels whatever the number of variants
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_performance_profiles(profiles, cis, tau_list, path) -> None:
+    """performance_profiles.png with rliable.plot_utils.plot_performance_profiles."""
+    plt = _pyplot()
+    from rliable import plot_utils
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plot_utils.plot_performance_profiles(profiles, tau_list, performance_profile_cis=cis, ax=ax, colors=variant_colors(list(profiles)),
+                                         xlabel=r"Human-normalised score ($\tau$)", legend=True, legendsize="medium")
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_probability_of_improvement(points, intervals, path) -> None:
+    """probability_of_improvement.png with rliable.plot_utils.plot_probability_of_improvement."""
+    plt = _pyplot()
+    from rliable import plot_utils
+
+    fig, ax = plt.subplots(figsize=(4.5, 0.5 + 0.45 * len(points)))
+    ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
+    plot_utils.plot_probability_of_improvement(points, intervals, pair_separator=",", ax=ax, xticks=ticks)
+    for axis in fig.axes:  # the whole [0, 1] range, so that every pair shows (a zero-width CI at an edge otherwise vanishes)
+        axis.set_xlim(-0.02, 1.02)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# everything
+
+def write_results(runs: list[Run], out, bootstrap_reps: int = 2000, seed: int = 0,
+                  improvement_reps: Optional[int] = None) -> list[Path]:
+    """Write all tables and plots of `runs` to the folder `out`; returns the paths written. `improvement_reps`:
+    bootstrap replications of the probabilities of improvement (default: bootstrap_reps)."""
+    runs = prepare_runs(runs)
+    if not runs:
+        raise ResultsError("no run has evaluations")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    variants = ordered_variants(run.variant for run in runs)
+    note_unequal_periods(runs)
+    written = []
+
+    summary = per_game_summary(runs)
+    (out / "per_game.md").write_text(per_game_markdown(summary, variants))
+    write_per_game_csv(summary, variants, out / "per_game.csv")
+    written += [out / "per_game.md", out / "per_game.csv"]
+
+    winners = game_winners(summary)
+    unjudged = [game for game in summary if game not in winners]
+    if unjudged:
+        print(f"note: not every variant has runs on {', '.join(unjudged)}; no winner there (no bold, no win, not in alignment)")
+    table = alignment_shares(winners, variants)
+    (out / "alignment.md").write_text(alignment_markdown(table, variants))
+    write_alignment_csv(table, variants, out / "alignment.csv")
+    written += [out / "alignment.md", out / "alignment.csv"]
+
+    plot_learning_curves(runs, variants, out / "learning_curves.png")
+    written.append(out / "learning_curves.png")
+
+    matrices, games = normalised_score_matrices(runs, variants)
+    if not games:
+        print("note: no game with reference scores and runs of every variant; no aggregates, profiles or probabilities of improvement")
+        return written
+    points, intervals = aggregate_estimates(matrices, bootstrap_reps, seed)
+    (out / "aggregates.md").write_text(aggregates_markdown(points, intervals, games))
+    write_aggregates_csv(points, intervals, matrices, games, out / "aggregates.csv")
+    plot_aggregates(points, intervals, variants, out / "aggregates.png")
+    written += [out / "aggregates.md", out / "aggregates.csv", out / "aggregates.png"]
+
+    highest = max(float(np.max(m)) for m in matrices.values())
+    tau_list = np.linspace(0.0, min(max(highest, 1.0), 8.0), 81)
+    profiles, profile_cis = performance_profiles(matrices, tau_list, bootstrap_reps, seed)
+    with open(out / "performance_profiles.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "tau", "fraction_of_runs_above", "ci_low", "ci_high"])
+        for variant, profile in profiles.items():
+            for i, tau in enumerate(tau_list):
+                writer.writerow([variant, repr(float(tau)), repr(float(profile[i])), repr(float(profile_cis[variant][0][i])),
+                                 repr(float(profile_cis[variant][1][i]))])
+    plot_performance_profiles(profiles, profile_cis, tau_list, out / "performance_profiles.png")
+    written += [out / "performance_profiles.csv", out / "performance_profiles.png"]
+
+    if len(matrices) > 1:
+        improvement_reps = improvement_reps or bootstrap_reps
+        num_pairs = len(matrices) * (len(matrices) - 1) // 2
+        print(f"probability of improvement: {num_pairs} pair(s) x {len(games)} game(s) x {improvement_reps} bootstrap reps "
+              f"(a scipy Mann-Whitney U test each, about 1.5 ms)", flush=True)
+        probabilities, probability_cis = probabilities_of_improvement(matrices, improvement_reps, seed)
+        with open(out / "probability_of_improvement.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["x", "y", "p_x_better_than_y", "ci_low", "ci_high", "num_games"])
+            for pair, probability in probabilities.items():
+                x, y = pair.split(",", 1)
+                writer.writerow([x, y, repr(probability), repr(float(probability_cis[pair][0])), repr(float(probability_cis[pair][1])), len(games)])
+        plot_probability_of_improvement(probabilities, probability_cis, out / "probability_of_improvement.png")
+        written += [out / "probability_of_improvement.csv", out / "probability_of_improvement.png"]
+    else:
+        print("note: one variant only; no probability of improvement")
+    return written
+
+
+@dataclass
+class Args:
+    """Seed 001's result tables and plots (per-game table, rliable aggregates, learning curves, alignment of biases)."""
+
+    out: Path
+    """folder for the tables and plots"""
+    runs: tuple[Path, ...] = ()
+    """run folders, or folders holding run folders (searched recursively for args.json + evals.csv)"""
+    wandb_project: Optional[str] = None
+    """also read the runs of this wandb project ("entity/project") through the public API"""
+    bootstrap_reps: int = 2000
+    """stratified-bootstrap replications of the aggregate and performance-profile CIs"""
+    improvement_reps: int = 500
+    """bootstrap replications of the probability-of-improvement CIs (the slow part: pairs x games x reps Mann-Whitney
+    U tests, about 7 min for 5 variants on 56 games at 500)"""
+    seed: int = 0
+    """random state of the bootstrap (same seed and reps, same CIs)"""
+
+
+def main(args: Args) -> list[Path]:
+    """Read the runs, check them, write the outputs; bad input exits with one `error: ...` line."""
+    try:
+        if not args.runs and args.wandb_project is None:
+            raise ResultsError("give --runs DIR [DIR ...] and/or --wandb-project entity/project")
+        if args.bootstrap_reps < 1 or args.improvement_reps < 1:
+            raise ResultsError("--bootstrap-reps and --improvement-reps must be at least 1")
+        runs = [read_run_dir(run_dir) for run_dir in find_run_dirs(args.runs)]
+        if args.wandb_project is not None:
+            runs += wandb_runs(args.wandb_project)
+            if not runs:
+                raise ResultsError(f"no runs with evaluations in wandb project {args.wandb_project}")
+        written = write_results(runs, args.out, args.bootstrap_reps, args.seed, args.improvement_reps)
+    except ResultsError as e:
+        sys.exit(f"error: {e}")
+    print("wrote " + ", ".join(str(path) for path in written))
+    return written
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))

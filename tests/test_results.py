@@ -1,0 +1,540 @@
+"""attention_utils.results on synthetic run folders: every expected number (per-game means and SEs, winners, No. of
+wins, human-normalised scores, IQM / median / mean / optimality gap, probability of improvement, alignment shares,
+debiased EMA) is worked out by hand here, not with the module's code. No training; seconds."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attention_utils import results
+from attention_utils.atari_scores import RANDOM_HUMAN_SCORES, human_normalised_score
+from attention_utils.game_axes import AXIS_CLASSES, HORIZONTAL, OTHER, OTHER_KINDS, VERTICAL, axis_class
+
+REPO = Path(__file__).resolve().parents[1]
+SQRT3 = math.sqrt(3)
+STEPS = [1000, 2000, 3000, 4000]
+
+# per-run mean evaluation scores, seeds 1, 2, 3 (BreakoutInfinite: NA seed 1 only)
+RUN_MEANS = {
+    "Pong": {"NA": [10, 12, 14], "CWCA": [15, 16, 17]},  # horizontal, CWCA wins
+    "Boxing": {"NA": [30, 40, 50], "CWCA": [2, 4, 6]},  # horizontal, NA wins
+    "Seaquest": {"NA": [100, 200, 300], "CWCA": [300, 400, 500]},  # horizontal, CWCA wins
+    "Breakout": {"NA": [40, 50, 60], "CWCA": [20, 30, 40]},  # vertical, NA wins
+    "Hero": {"NA": [1000, 2000, 3000], "CWCA": [1000, 2000, 3000]},  # other (no main axis), tie
+    "BreakoutInfinite": {"NA": [7]},  # no reference scores, not classified
+}
+ENV_IDS = {"Pong": "PongNoFrameskip-v4", "Boxing": "ALE/Boxing-v5", "Seaquest": "Seaquest-v5"}  # the other games: plain
+# (mean, SE) by hand: std(ddof=1) of [10, 12, 14] is 2, of [15, 16, 17] is 1, ...
+EXPECTED_CELLS = {
+    ("Pong", "NA"): (12, 2 / SQRT3), ("Pong", "CWCA"): (16, 1 / SQRT3),
+    ("Boxing", "NA"): (40, 10 / SQRT3), ("Boxing", "CWCA"): (4, 2 / SQRT3),
+    ("Seaquest", "NA"): (200, 100 / SQRT3), ("Seaquest", "CWCA"): (400, 100 / SQRT3),
+    ("Breakout", "NA"): (50, 10 / SQRT3), ("Breakout", "CWCA"): (30, 10 / SQRT3),
+    ("Hero", "NA"): (2000, 1000 / SQRT3), ("Hero", "CWCA"): (2000, 1000 / SQRT3),
+    ("BreakoutInfinite", "NA"): (7, math.nan),
+}
+# BreakoutInfinite has no CWCA run: no winner there
+EXPECTED_WINNERS = {"Boxing": ["NA"], "Breakout": ["NA"], "Hero": ["NA", "CWCA"], "Pong": ["CWCA"], "Seaquest": ["CWCA"]}
+# random and human scores typed from DQN Zoo's atari_data.py, independently of attention_utils.atari_scores
+REFERENCES = {"Pong": (-20.7, 14.6), "Boxing": (0.1, 12.1), "Seaquest": (68.4, 42054.7), "Breakout": (1.7, 30.5),
+              "Hero": (1027.0, 30826.4)}
+
+
+def write_run(root, game, variant, seed, scores, steps=STEPS, exp_name="ppo_atari_selfattn", env_id=None, **extra_args):
+    """A run folder as the training scripts write it; returns its path."""
+    folder = Path(root) / f"{game}__{exp_name}__{variant}__{seed}__1795316730"
+    folder.mkdir(parents=True)
+    args = {"exp_name": exp_name, "seed": seed, "env_id": env_id or ENV_IDS.get(game, game), "total_timesteps": 4000,
+            "track": False, **extra_args}
+    if exp_name == "ppo_atari_fls":
+        args["arch"] = variant
+    else:
+        args.update(self_attn=variant, ada_attn=extra_args.get("ada_attn", "none"))
+    (folder / "args.json").write_text(json.dumps(args, indent=2))
+    with open(folder / "evals.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["global_step", "mean_return", "std_return", "episode_returns"])
+        for step, score in zip(steps, scores):
+            writer.writerow([step, f"{score:.4f}", "1.0000", f"{score - 1:g};{score + 1:g}"])
+    return folder
+
+
+def curve_with_mean(mean):
+    """Four evaluation scores whose mean is exactly `mean`."""
+    return [mean - 3, mean - 1, mean + 1, mean + 3]
+
+
+@pytest.fixture
+def synthetic_runs(tmp_path):
+    """The RUN_MEANS runs in two trees (one given as a folder of folders, one as a single run folder), plus files
+    that must be ignored. Returns the --runs arguments."""
+    tree_a, tree_b = tmp_path / "a" / "runs", tmp_path / "b"
+    direct = None
+    for game, variants in RUN_MEANS.items():
+        for variant, means in variants.items():
+            for seed, mean in enumerate(means, start=1):
+                root = tree_b / "nested" if variant == "CWCA" else tree_a
+                folder = write_run(root, game, variant, seed, curve_with_mean(mean))
+                if (game, variant, seed) == ("Pong", "NA", 1):
+                    # evaluations a resumed run superseded, and an --eval-only result: never part of the curve
+                    (folder / "evals.superseded.csv").write_text("5000,99999.0,0.0,99999\n")
+                    (folder / "eval_only_BreakoutInfinite_step_000004000_8ep.csv").write_text(
+                        "global_step,mean_return,std_return,episode_returns\n4000,88888.0,0.0,88888\n")
+                if (game, variant) == ("BreakoutInfinite", "NA"):
+                    direct = folder
+    (tmp_path / "a" / "notes").mkdir()
+    (tmp_path / "a" / "notes" / "evals.csv").write_text("not a run folder: no args.json\n")
+    return [tmp_path / "a", tree_b, direct]
+
+
+def all_runs(paths):
+    return [results.read_run_dir(d) for d in results.find_run_dirs(paths)]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def hand_normalised(game, score):
+    random_score, human_score = REFERENCES[game]
+    return (score - random_score) / (human_score - random_score)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data modules
+
+def test_reference_scores_are_the_57_games_with_the_published_numbers():
+    assert len(RANDOM_HUMAN_SCORES) == 57
+    for game, (random_score, human_score) in REFERENCES.items():
+        assert RANDOM_HUMAN_SCORES[game] == (random_score, human_score)
+    # more spot checks against DQN Zoo's table, envpool names
+    assert RANDOM_HUMAN_SCORES["MsPacman"] == (307.3, 6951.6)
+    assert RANDOM_HUMAN_SCORES["SpaceInvaders"] == (148.0, 1668.7)
+    assert RANDOM_HUMAN_SCORES["MontezumaRevenge"] == (0.0, 4753.3)
+    assert RANDOM_HUMAN_SCORES["Skiing"] == (-17098.1, -4336.9)
+    assert RANDOM_HUMAN_SCORES["Surround"] == (-10.0, 6.5)
+    assert RANDOM_HUMAN_SCORES["VideoPinball"] == (16256.9, 17667.9)
+    assert all(human > random for random, human in RANDOM_HUMAN_SCORES.values())
+    assert human_normalised_score("Pong", 14.6) == pytest.approx(1.0)
+    assert human_normalised_score("Pong", -20.7) == pytest.approx(0.0)
+    assert human_normalised_score("Breakout", 30.5 + 28.8) == pytest.approx(2.0)
+    with pytest.raises(KeyError):
+        human_normalised_score("BreakoutInfinite", 10.0)
+
+
+def test_game_axes_are_the_seeds_classification():
+    assert len(HORIZONTAL) == 12 and len(VERTICAL) == 18 and len(OTHER) == 26
+    assert {kind: len(games) for kind, games in OTHER_KINDS.items()} == {
+        "no main axis": 5, "far off horizontal/vertical": 5, "multiple axes": 16}
+    every = HORIZONTAL + VERTICAL + OTHER
+    assert len(set(every)) == 56  # disjoint
+    assert set(every) | {"Surround"} == set(RANDOM_HUMAN_SCORES)  # the seed's 56 games = Atari-57 minus Surround
+    assert axis_class("Pong") == "horizontal" and axis_class("Breakout") == "vertical"
+    assert axis_class("Hero") == "other" and axis_class("BreakoutInfinite") is None
+    assert set(AXIS_CLASSES) == {"horizontal", "vertical", "other"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading runs
+
+@pytest.mark.parametrize("env_id", ["Breakout", "Breakout-v5", "BreakoutNoFrameskip-v4", "ALE/Breakout-v5", "Breakout-v4"])
+def test_game_name_normalises_env_ids(env_id):
+    assert results.game_name(env_id) == "Breakout"
+
+
+def test_game_name_keeps_other_names():
+    assert results.game_name("BreakoutInfinite") == "BreakoutInfinite"
+    assert results.game_name("ALE/MsPacman-v5") == "MsPacman"
+    assert results.game_name("SpaceInvadersNoFrameskip-v4") == "SpaceInvaders"
+
+
+def test_variant_name_from_args():
+    assert results.variant_name({"self_attn": "CWCA", "ada_attn": "none"}) == "CWCA"
+    assert results.variant_name({"self_attn": "CWCA"}) == "CWCA"
+    assert results.variant_name({"self_attn": "SWA", "ada_attn": "alpha_beta"}) == "SWA+alpha_beta"
+    assert results.variant_name({"arch": "sparse_fls"}) == "sparse_fls"
+    with pytest.raises(results.ResultsError):
+        results.variant_name({"seed": 1})
+
+
+@pytest.mark.parametrize("query_mode, arch, expected", [
+    ("topdown", None, "topdown"), ("fixed", None, "fixed"), ("l2norm", None, "l2norm"),  # before `arch` existed
+    ("topdown", "mott", "topdown"), ("fixed", "mott", "fixed"), ("l2norm", "mott", "l2norm"),
+    ("topdown", "adaptive", "adaptive"), ("topdown", "spatiotemporal", "spatiotemporal"),
+    ("fixed", "adaptive", "adaptive+fixed"), ("l2norm", "spatiotemporal", "spatiotemporal+l2norm"),
+])
+def test_variant_name_of_topdown_runs(query_mode, arch, expected):
+    config = {"exp_name": "ppo_atari_topdown", "query_mode": query_mode, **({} if arch is None else {"arch": arch})}
+    assert results.variant_name(config) == expected
+
+
+def test_topdown_run_folder_is_named_by_query_mode_and_arch(tmp_path):
+    """`query_mode` in the args marks the top-down script, whose `arch` is not an FLS architecture."""
+    folder = tmp_path / "Pong__ppo_atari_topdown__adaptive+fixed__2__1"
+    folder.mkdir()
+    (folder / "args.json").write_text(json.dumps({"exp_name": "ppo_atari_topdown", "seed": 2, "env_id": "Pong",
+                                                  "query_mode": "fixed", "arch": "adaptive"}))
+    (folder / "evals.csv").write_text("global_step,mean_return,std_return,episode_returns\n1000,-20.0,0.0,-20\n")
+    run = results.read_run_dir(folder)
+    assert (run.game, run.variant, run.seed, run.scores.tolist()) == ("Pong", "adaptive+fixed", 2, [-20.0])
+
+
+def test_run_folders_are_found_and_side_files_ignored(synthetic_runs):
+    run_dirs = results.find_run_dirs(synthetic_runs)
+    assert len(run_dirs) == 31  # 5 games x 2 variants x 3 seeds + 1
+    runs = all_runs(synthetic_runs)
+    pong = [r for r in runs if (r.game, r.variant, r.seed) == ("Pong", "NA", 1)]
+    assert len(pong) == 1
+    assert pong[0].steps.tolist() == STEPS and pong[0].scores.tolist() == [7, 9, 11, 13]
+    assert pong[0].mean_score == 10
+    assert {r.game for r in runs} == set(RUN_MEANS)  # PongNoFrameskip-v4, ALE/Boxing-v5, Seaquest-v5 normalised
+
+
+def test_missing_evals_and_empty_folders_are_errors(tmp_path):
+    folder = write_run(tmp_path / "runs", "Pong", "NA", 1, [1, 2, 3, 4])
+    (folder / "evals.csv").unlink()
+    with pytest.raises(results.ResultsError, match="no evals.csv"):
+        results.find_run_dirs([tmp_path / "runs"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(results.ResultsError, match="no run folders"):
+        results.find_run_dirs([tmp_path / "empty"])
+    with pytest.raises(results.ResultsError, match="not a folder"):
+        results.find_run_dirs([tmp_path / "nowhere"])
+
+
+def test_duplicates_kept_once_and_colliding_variants_renamed(tmp_path, capsys):
+    short = write_run(tmp_path / "x", "Pong", "NA", 1, [1, 2])
+    long = write_run(tmp_path / "y", "Pong", "NA", 1, [1, 2, 3, 4])
+    fls = write_run(tmp_path / "z", "Pong", "NA", 2, [5, 5, 5, 5], exp_name="ppo_atari_fls")  # same name, other script
+    runs = results.prepare_runs([results.read_run_dir(d) for d in (short, long, fls)])
+    assert sorted((r.variant, r.seed, len(r.scores)) for r in runs) == [
+        ("NA (ppo_atari_fls)", 2, 4), ("NA (ppo_atari_selfattn)", 1, 4)]
+    assert "keeping" in capsys.readouterr().out
+
+
+class FakeWandbRun:
+    def __init__(self, run_id, config, history):
+        self.id, self.name, self.config, self._history = run_id, run_id, config, history
+        self.scanned_keys = None
+
+    def scan_history(self, keys=None, page_size=1000):
+        self.scanned_keys = keys
+        return iter([row for row in self._history if all(k in row for k in keys)])
+
+
+class FakeWandbApi:
+    def __init__(self, runs):
+        self._runs, self.asked = runs, []
+
+    def runs(self, path, *args, **kwargs):
+        self.asked.append(path)
+        return self._runs
+
+
+def test_wandb_adapter_reads_config_and_eval_history(capsys):
+    history = [{"global_step": 2000, "eval/mean_return": 4.0, "_step": 1},
+               {"global_step": 1000, "eval/mean_return": 2.0, "_step": 0},
+               {"global_step": 1500, "charts/episodic_return": 9.0},  # another metric's row: not an evaluation
+               {"global_step": 3000, "eval/mean_return": None}]  # a null value: not an evaluation
+    run = FakeWandbRun("Breakout__ppo_atari_selfattn__CWCA__3__1", {
+        "env_id": "BreakoutNoFrameskip-v4", "seed": 3, "exp_name": "ppo_atari_selfattn", "self_attn": "CWCA",
+        "ada_attn": "alpha"}, history)
+    wrapped = FakeWandbRun("w", {"env_id": {"value": "ALE/Pong-v5"}, "seed": {"value": 1}, "arch": {"value": "nature"},
+                                 "exp_name": {"value": "ppo_atari_fls"}}, [{"global_step": 10, "eval/mean_return": -21.0}])
+    empty = FakeWandbRun("crashed", {"env_id": "Pong", "seed": 2, "self_attn": "NA"}, [])
+    unrelated = FakeWandbRun("sweep-probe", {"env_id": "Pong", "seed": 2}, [{"global_step": 1, "eval/mean_return": 1.0}])
+    api = FakeWandbApi([run, wrapped, empty, unrelated])
+    runs = results.wandb_runs("me/attention-atari", api=api)
+    assert api.asked == ["me/attention-atari"]
+    assert run.scanned_keys == ["global_step", "eval/mean_return"]
+    assert len(runs) == 2
+    first, second = runs
+    assert (first.game, first.variant, first.seed, first.exp_name) == ("Breakout", "CWCA+alpha", 3, "ppo_atari_selfattn")
+    assert first.steps.tolist() == [1000, 2000] and first.scores.tolist() == [2.0, 4.0] and first.mean_score == 3.0
+    assert (second.game, second.variant, second.seed) == ("Pong", "nature", 1)
+    notes = capsys.readouterr().out
+    assert "crashed" in notes and "sweep-probe" in notes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# per-game table and alignment
+
+def test_per_game_means_standard_errors_winners_and_wins(synthetic_runs):
+    summary = results.per_game_summary(all_runs(synthetic_runs))
+    assert set(summary) == set(RUN_MEANS)
+    for (game, variant), (mean, se) in EXPECTED_CELLS.items():
+        got_mean, got_se, seeds = summary[game][variant]
+        assert got_mean == pytest.approx(mean)
+        assert math.isnan(got_se) if math.isnan(se) else got_se == pytest.approx(se)
+        assert seeds == len(RUN_MEANS[game][variant])
+    assert "CWCA" not in summary["BreakoutInfinite"]
+    winners = results.game_winners(summary)
+    assert {game: sorted(w) for game, w in winners.items()} == {game: sorted(w) for game, w in EXPECTED_WINNERS.items()}
+    # NA: Boxing, Breakout + half of Hero; CWCA: Pong, Seaquest + half of Hero; BreakoutInfinite (NA only): nobody
+    assert results.win_counts(winners, ["NA", "CWCA"]) == {"NA": 2.5, "CWCA": 2.5}
+
+
+def test_a_game_some_variant_lacks_has_no_winner():
+    summary = {"Alien": {"NA": (1.0, 0.1, 3), "CWCA": (0.0, 0.1, 3)}, "Boxing": {"NA": (5.0, 0.5, 3), "CWCA": (4.0, 0.5, 2)},
+               "Breakout": {"NA": (9.0, 1.0, 3)}, "Pong": {"NA": (1.0, 0.2, 3), "CWCA": (2.0, 0.2, 3)}}
+    winners = results.game_winners(summary)
+    assert winners == {"Alien": ["NA"], "Boxing": ["NA"], "Pong": ["CWCA"]}
+    assert results.win_counts(winners, ["NA", "CWCA"]) == {"NA": 2, "CWCA": 1}
+    table = results.per_game_markdown(summary, ["NA", "CWCA"])
+    assert "| Breakout | 9.00 ± 1.00 | – |" in table  # highest of its row, but not bold
+    assert "| Boxing | **5.00 ± 0.50** | 4.00 ± 0.50 |" in table
+    assert "| **No. of wins** | 2 | 1 |" in table
+    assert "No winner for Breakout" in table and "2 to 3 seeds per cell" in table
+
+
+def test_runs_ending_at_different_steps_are_noted(capsys):
+    finished = results.Run("Pong", "NA", 1, "e", np.array([1000, 2000]), np.array([1.0, 2.0]), "a")
+    unfinished = results.Run("Pong", "CWCA", 1, "e", np.array([1000]), np.array([1.0]), "b")
+    other = results.Run("Boxing", "NA", 1, "e", np.array([1000, 2000]), np.array([1.0, 2.0]), "c")
+    assert results.note_unequal_periods([finished, unfinished, other]) == ["Pong"]
+    assert "Pong end at different steps (1,000 to 2,000)" in capsys.readouterr().out
+
+
+def test_alignment_shares_by_hand(synthetic_runs):
+    winners = results.game_winners(results.per_game_summary(all_runs(synthetic_runs)))
+    table = {name: (n, shares) for name, n, shares in results.alignment_shares(winners, ["NA", "CWCA"])}
+    assert table["horizontal"] == (3, pytest.approx({"NA": 1 / 3, "CWCA": 2 / 3}))  # Boxing | Pong, Seaquest
+    assert table["vertical"] == (1, pytest.approx({"NA": 1.0, "CWCA": 0.0}))  # Breakout
+    assert table["other"] == (1, pytest.approx({"NA": 0.5, "CWCA": 0.5}))  # Hero, a tie
+    assert table["other: no main axis"] == (1, pytest.approx({"NA": 0.5, "CWCA": 0.5}))
+    assert "other: multiple axes" not in table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# aggregates
+
+def test_aggregate_metrics_of_a_known_set():
+    scores = np.array([[0.0, 1.0, 2.0, 10.0], [3.0, 4.0, 5.0, 100.0]])
+    iqm, median, mean, gap = results.aggregate_metrics(scores)
+    assert iqm == pytest.approx((2 + 3 + 4 + 5) / 4)  # the middle half of 0, 1, 2, 3, 4, 5, 10, 100
+    # rliable's median and mean are over the per-game means across runs: 1.5, 2.5, 3.5, 55
+    assert median == pytest.approx((2.5 + 3.5) / 2)
+    assert mean == pytest.approx((1.5 + 2.5 + 3.5 + 55) / 4)
+    assert gap == pytest.approx(1 - (0 + 1 * 7) / 8)  # scores clipped at 1
+
+
+def test_normalised_scores_and_aggregates_by_hand(synthetic_runs, capsys):
+    runs = results.prepare_runs(all_runs(synthetic_runs))
+    matrices, games = results.normalised_score_matrices(runs, ["NA", "CWCA"])
+    assert "BreakoutInfinite" in capsys.readouterr().out
+    assert games == ["Boxing", "Breakout", "Hero", "Pong", "Seaquest"]
+    for variant in ("NA", "CWCA"):
+        expected = np.array([[hand_normalised(game, RUN_MEANS[game][variant][seed]) for game in games] for seed in range(3)])
+        np.testing.assert_allclose(matrices[variant], expected)
+    na = sorted(hand_normalised(game, m) for game in games for m in RUN_MEANS[game]["NA"])  # 15 values
+    # per-game means over the 3 runs (normalisation is linear: the normalised mean run score)
+    na_game_means = sorted(hand_normalised(game, sum(RUN_MEANS[game]["NA"]) / 3) for game in games)
+    points, intervals = results.aggregate_estimates(matrices, reps=200, seed=0)
+    iqm, median, mean, gap = points["NA"]
+    assert iqm == pytest.approx(sum(na[3:12]) / 9)  # 25% trimmed: 3 of 15 off each end
+    assert median == pytest.approx(na_game_means[2])  # median of the 5 per-game means
+    assert mean == pytest.approx(sum(na) / 15)
+    assert gap == pytest.approx(1 - sum(min(v, 1.0) for v in na) / 15)
+    for variant in ("NA", "CWCA"):
+        low, high = intervals[variant]
+        assert np.all(low <= points[variant] + 1e-12) and np.all(points[variant] <= high + 1e-12)
+    again = results.aggregate_estimates(matrices, reps=200, seed=0)[1]
+    np.testing.assert_array_equal(again["NA"], intervals["NA"])  # fixed seed: same CIs
+
+
+def test_unequal_seed_counts_use_the_common_lowest_seeds(tmp_path, capsys):
+    runs = [results.read_run_dir(write_run(tmp_path, "Pong", "NA", seed, curve_with_mean(m))) for seed, m in [(1, 0), (2, 10), (3, 5)]]
+    runs += [results.read_run_dir(write_run(tmp_path, "Breakout", "NA", seed, curve_with_mean(m))) for seed, m in [(7, 20), (2, 30)]]
+    runs += [results.read_run_dir(write_run(tmp_path, "Hero", "NA", 1, curve_with_mean(5000)))]
+    runs += [results.read_run_dir(write_run(tmp_path, "Pong", "CWCA", 1, curve_with_mean(1)))]
+    runs += [results.read_run_dir(write_run(tmp_path, "Breakout", "CWCA", 1, curve_with_mean(1)))]
+    matrices, games = results.normalised_score_matrices(runs, ["NA", "CWCA"])
+    out = capsys.readouterr().out
+    assert games == ["Breakout", "Pong"] and "Hero" in out  # Hero: no CWCA run
+    expected = [[hand_normalised("Breakout", 30), hand_normalised("Pong", 0)],  # seed 2 / seed 1
+                [hand_normalised("Breakout", 20), hand_normalised("Pong", 10)]]  # seed 7 / seed 2
+    np.testing.assert_allclose(matrices["NA"], expected)
+    assert matrices["CWCA"].shape == (1, 2)
+
+
+def test_probability_of_improvement_dominance_is_one():
+    rng = np.random.default_rng(0)
+    better, worse = 10 + rng.random((3, 4)), rng.random((5, 4))
+    points, intervals = results.probabilities_of_improvement({"A": better, "B": worse}, reps=100)
+    assert points == {"A,B": 1.0}
+    np.testing.assert_allclose(intervals["A,B"], [1.0, 1.0])
+    points, _ = results.probabilities_of_improvement({"B": worse, "A": better}, reps=100)
+    assert points == {"B,A": 0.0}
+
+
+def test_probability_of_improvement_by_hand(synthetic_runs):
+    runs = results.prepare_runs(all_runs(synthetic_runs))
+    matrices, _ = results.normalised_score_matrices(runs, ["NA", "CWCA"])
+    points, _ = results.probabilities_of_improvement(matrices, reps=100)
+    # P(NA > CWCA) per game over the 3 x 3 pairs of runs (ties 1/2): Boxing 1, Breakout 8.5/9 (40 vs 40 ties),
+    # Hero 1/2 (identical), Pong 0, Seaquest 0.5/9 (300 vs 300 ties) -> mean 2.5 / 5
+    assert points["NA,CWCA"] == pytest.approx((1 + 8.5 / 9 + 0.5 + 0 + 0.5 / 9) / 5)
+    assert points["NA,CWCA"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# learning curves
+
+def test_debiased_ema_of_a_short_sequence():
+    w = 0.98
+    s1 = (1 - w) * 1
+    s2 = w * s1 + (1 - w) * 2
+    s3 = w * s2 + (1 - w) * 3
+    expected = [s1 / (1 - w), s2 / (1 - w ** 2), s3 / (1 - w ** 3)]
+    np.testing.assert_allclose(results.debiased_ema([1, 2, 3]), expected)
+    np.testing.assert_allclose(expected, [1.0, 0.0596 / 0.0396, 0.118408 / 0.058808])  # the arithmetic, written out
+    np.testing.assert_allclose(results.debiased_ema([5.0, 5.0, 5.0]), [5.0, 5.0, 5.0])  # no bias towards 0
+    assert results.EMA_WEIGHT == 0.98
+
+
+def test_learning_curve_aligns_seeds_and_bands_by_hand(tmp_path):
+    a = results.Run("Pong", "NA", 1, "e", np.array([0, 10, 20, 30]), np.array([0.0, 10, 20, 30]), "a")
+    b = results.Run("Pong", "NA", 2, "e", np.array([0, 20, 40]), np.array([4.0, 8, 12]), "b")
+    steps, mean, half_width = results.learning_curve([a, b], weight=0.0)  # weight 0: no smoothing
+    # grid: union of steps inside [0, 30] (what both cover); b interpolated: 6 at 10, 10 at 30
+    assert steps.tolist() == [0, 10, 20, 30]
+    np.testing.assert_allclose(mean, [2, 8, 14, 20])
+    # two seeds: SE = |a - b| / 2; 95% CI with Student's t, 1 degree of freedom (Cauchy): tan(pi * (0.975 - 0.5)) = 12.706
+    t1 = math.tan(math.pi * 0.475)
+    np.testing.assert_allclose(half_width, t1 * np.array([2, 2, 6, 10]))
+    # three seeds at the same steps: t with 2 degrees of freedom has the closed form (2p - 1) / sqrt(2p(1 - p)) = 4.303
+    c = results.Run("Pong", "NA", 3, "e", np.array([0, 10, 20, 30]), np.array([3.0, 3, 3, 3]), "c")
+    b3 = results.Run("Pong", "NA", 2, "e", np.array([0, 10, 20, 30]), np.array([6.0, 6, 6, 6]), "b")
+    steps, mean, half_width = results.learning_curve([a, b3, c], weight=0.0)
+    np.testing.assert_allclose(mean, [3, 19 / 3, 29 / 3, 13])
+    # at step 0: values 0, 6, 3 -> std 3, SE 3 / sqrt 3
+    t2 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)
+    assert half_width[0] == pytest.approx(t2 * 3 / SQRT3)
+    assert t2 == pytest.approx(4.303, abs=1e-3)
+    steps, mean, half_width = results.learning_curve([a], weight=0.0)
+    np.testing.assert_allclose(mean, [0, 10, 20, 30])
+    assert np.all(np.isnan(half_width))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the CLI
+
+def run_cli(*args, pythonpath_first=()):
+    """`python -m attention_utils.results ARGS` in the repository; `pythonpath_first`: folders put before it."""
+    pythonpath = os.pathsep.join([*pythonpath_first, str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=pythonpath)
+    return subprocess.run([sys.executable, "-m", "attention_utils.results", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+OUTPUTS = ["per_game.md", "per_game.csv", "aggregates.md", "aggregates.csv", "aggregates.png", "performance_profiles.png",
+           "probability_of_improvement.csv", "probability_of_improvement.png", "learning_curves.png", "alignment.md",
+           "alignment.csv"]
+
+
+def test_cli_writes_every_table_and_plot(synthetic_runs, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--runs", *synthetic_runs, "--out", out, "--bootstrap-reps", "100", "--improvement-reps", "100")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ["aggregates.png", "performance_profiles.png", "probability_of_improvement.png", "learning_curves.png"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "BreakoutInfinite" in proc.stdout  # no reference scores: noted
+
+    per_game = {row["game"]: row for row in read_csv(out / "per_game.csv")}
+    for (game, variant), (mean, se) in EXPECTED_CELLS.items():
+        assert float(per_game[game][f"{variant}_mean"]) == pytest.approx(mean)
+        assert per_game[game][f"{variant}_se"] == "" if math.isnan(se) else float(per_game[game][f"{variant}_se"]) == pytest.approx(se)
+    assert per_game["BreakoutInfinite"]["CWCA_mean"] == "" and per_game["BreakoutInfinite"]["CWCA_seeds"] == "0"
+    assert {game: sorted(per_game[game]["winner"].split(";")) for game in EXPECTED_WINNERS} == {
+        game: sorted(w) for game, w in EXPECTED_WINNERS.items()}
+    assert per_game["BreakoutInfinite"]["winner"] == ""
+    assert float(per_game["No. of wins"]["NA_mean"]) == 2.5 and float(per_game["No. of wins"]["CWCA_mean"]) == 2.5
+
+    table = (out / "per_game.md").read_text()
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert lines["Game"].split("|")[2:4] == [" NA ", " CWCA "]  # the seed's column order
+    assert "| 12.00 ± 1.15 | **16.00 ± 0.58** |" in lines["Pong"]
+    assert "| **40.00 ± 5.77** | 4.00 ± 1.15 |" in lines["Boxing"]
+    assert "| **2000.00 ± 577.35** | **2000.00 ± 577.35** |" in lines["Hero"]
+    assert "| 7.00 ± n/a | – |" in lines["BreakoutInfinite"]  # CWCA has no run there: no winner
+    assert "| 2.5 | 2.5 |" in lines["**No. of wins**"]
+    assert "No winner for BreakoutInfinite" in table
+
+    aggregates = {row["variant"]: row for row in read_csv(out / "aggregates.csv")}
+    games = ["Boxing", "Breakout", "Hero", "Pong", "Seaquest"]
+    for variant in ("NA", "CWCA"):
+        values = sorted(hand_normalised(game, m) for game in games for m in RUN_MEANS[game][variant])
+        game_means = sorted(hand_normalised(game, sum(RUN_MEANS[game][variant]) / 3) for game in games)
+        row = aggregates[variant]
+        assert row["num_games"] == "5" and row["num_runs"] == "3"
+        assert float(row["iqm"]) == pytest.approx(sum(values[3:12]) / 9)
+        assert float(row["median"]) == pytest.approx(game_means[2])
+        assert float(row["mean"]) == pytest.approx(sum(values) / 15)
+        assert float(row["optimality_gap"]) == pytest.approx(1 - sum(min(v, 1) for v in values) / 15)
+        assert float(row["iqm_ci_low"]) <= float(row["iqm"]) <= float(row["iqm_ci_high"])
+    assert "IQM" in (out / "aggregates.md").read_text() and "DQN Zoo" in (out / "aggregates.md").read_text()
+
+    (improvement,) = read_csv(out / "probability_of_improvement.csv")
+    assert (improvement["x"], improvement["y"]) == ("NA", "CWCA")
+    assert float(improvement["p_x_better_than_y"]) == pytest.approx(0.5)
+
+    alignment = {row["axis_class"]: row for row in read_csv(out / "alignment.csv")}
+    assert float(alignment["horizontal"]["NA"]) == pytest.approx(1 / 3) and float(alignment["horizontal"]["CWCA"]) == pytest.approx(2 / 3)
+    assert float(alignment["vertical"]["NA"]) == 1.0 and float(alignment["vertical"]["CWCA"]) == 0.0
+    assert float(alignment["other"]["NA"]) == 0.5 and alignment["other"]["num_games"] == "1"
+    assert "**0.67**" in (out / "alignment.md").read_text()
+
+
+def test_cli_bad_input_is_one_error_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("--runs", tmp_path / "empty", "--out", tmp_path / "out")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: no run folders") and len(proc.stderr.strip().splitlines()) == 1
+    folder = write_run(tmp_path / "runs", "Pong", "NA", 1, [1, 2, 3, 4])
+    (folder / "evals.csv").unlink()
+    proc = run_cli("--runs", tmp_path / "runs", "--out", tmp_path / "out")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "no evals.csv" in proc.stderr and folder.name in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing written before the check
+
+
+def test_cli_reads_a_wandb_project_through_the_public_api(tmp_path):
+    """A stand-in `wandb` package first on PYTHONPATH: the CLI's wandb.Api() gets runs from it (no network)."""
+    fake = tmp_path / "fake" / "wandb"
+    fake.mkdir(parents=True)
+    runs = []
+    for variant, means in [("NA", [10, 20]), ("CWCA", [30, 40])]:
+        for seed, mean in enumerate(means, start=1):
+            runs.append({"id": f"Pong__ppo_atari_selfattn__{variant}__{seed}", "config": {
+                "env_id": "Pong", "seed": seed, "exp_name": "ppo_atari_selfattn", "self_attn": variant, "ada_attn": "none"},
+                "history": [{"global_step": s, "eval/mean_return": float(v)} for s, v in zip(STEPS, curve_with_mean(mean))]})
+    (fake / "runs.json").write_text(json.dumps(runs))
+    (fake / "__init__.py").write_text(
+        "import json, os\n"
+        "class _Run:\n"
+        "    def __init__(self, d):\n"
+        "        self.id = self.name = d['id']; self.config = d['config']; self._h = d['history']\n"
+        "    def scan_history(self, keys=None, page_size=1000):\n"
+        "        return iter([r for r in self._h if all(k in r for k in keys)])\n"
+        "class Api:\n"
+        "    def runs(self, path):\n"
+        "        assert path == 'me/attention-atari', path\n"
+        "        return [_Run(d) for d in json.load(open(os.path.join(os.path.dirname(__file__), 'runs.json')))]\n")
+    out = tmp_path / "out"
+    proc = run_cli("--wandb-project", "me/attention-atari", "--out", out, "--bootstrap-reps", "50", "--improvement-reps", "50",
+                   pythonpath_first=[str(tmp_path / "fake")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pong, wins = read_csv(out / "per_game.csv")
+    assert pong["game"] == "Pong" and wins["game"] == "No. of wins" and float(wins["CWCA_mean"]) == 1.0
+    assert float(pong["NA_mean"]) == 15 and float(pong["NA_se"]) == pytest.approx(5.0)  # std 7.07 / sqrt 2
+    assert float(pong["CWCA_mean"]) == 35 and pong["winner"] == "CWCA"
+    assert (out / "learning_curves.png").is_file() and (out / "aggregates.csv").is_file()
