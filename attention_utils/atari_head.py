@@ -13,6 +13,17 @@ kept frames and its ground truth is the union of their fixations. The agent's 84
 to 210x160 (bilinear), the metrics are computed per observation, averaged per trial (undefined ones
 dropped), and tabulated per model as mean +- standard deviation over trials.
 
+A trial's observations are consecutive, so a recurrent agent (ppo_atari_topdown.py) sees them in order
+with its state carried from one to the next (`checkpoints.sequence_saliency`), starting afresh at the
+trial's start and wherever the label file's episode id changes. What it is told besides the frames:
+- previous reward: the labels' unclipped rewards of the 4 frames of the step, clipped to their sign as in
+  training (these are the rewards the human's play really earned);
+- previous action: the agent's own most probable action at the previous observation. The human's
+  keystrokes are not used: they are in the full 18-action set, several per agent step, while the agent
+  knows only its game's minimal set; its own choice is always a valid input and is what it would have
+  done. The frames still follow the human's play either way.
+Lives are not in the labels, so a lost life does not reset the state as it does in training.
+
     python -m attention_utils.atari_head --dataset atari_head/breakout --game Breakout \\
         --checkpoints runs/a/step_012499968.cleanrl_model runs/b/step_012499968.cleanrl_model --out results/atari_head
 """
@@ -35,7 +46,9 @@ from attention_utils.metrics import kl_divergence, mean_defined, nss, shuffled_a
 
 SCREEN = (210, 160)  # Atari frame, rows x columns
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as cv2's RGB2GRAY
-SaliencyFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 4, 84, 84) uint8 -> (B, 84, 84)
+# (observations (T, 4, 84, 84) uint8 of one trial in order, rewards (T,), episode_ends (T,) bool) -> (T, 84, 84);
+# see checkpoints.sequence_saliency for what the rewards and episode ends mean
+SaliencyFn = Callable[[torch.Tensor, np.ndarray, np.ndarray], torch.Tensor]
 
 
 @dataclass
@@ -45,10 +58,15 @@ class Trial:
     """(F, 210, 160, 3) uint8, in the label file's order"""
     gazes: list[np.ndarray] = field(repr=False)
     """per frame, (K, 2) float gaze positions (x = column, y = row), K may be 0"""
+    rewards: Optional[np.ndarray] = field(default=None, repr=False)
+    """per frame, the unclipped reward (0 where the labels have none); None: unknown, all 0"""
+    episodes: Optional[np.ndarray] = field(default=None, repr=False)
+    """per frame, the episode id (-1 where the labels have none); None: unknown, one episode"""
 
 
-def read_labels(path: Path) -> list[tuple[str, np.ndarray]]:
-    """(frame_id, (K, 2) gaze positions) per row of an Atari-HEAD label file."""
+def read_labels(path: Path) -> list[tuple[str, int, float, np.ndarray]]:
+    """(frame_id, episode id or -1, unclipped reward or 0, (K, 2) gaze positions) per row of an Atari-HEAD
+    label file (`null` fields count as missing)."""
     rows = []
     with open(path) as f:
         header = f.readline()
@@ -63,8 +81,15 @@ def read_labels(path: Path) -> list[tuple[str, np.ndarray]]:
                 gaze = np.zeros((0, 2), dtype=np.float32)
             else:
                 gaze = np.asarray(values, dtype=np.float32).reshape(-1, 2)  # (K, 2): x, y
-            rows.append((parts[0], gaze))
+            rows.append((parts[0], int(_number_or(parts[1], -1)), _number_or(parts[4], 0.0), gaze))
     return rows
+
+
+def _number_or(text: str, missing: float) -> float:
+    try:
+        return float(text)
+    except ValueError:  # `null` or empty
+        return missing
 
 
 def read_trial(archive: Path) -> Trial:
@@ -78,14 +103,16 @@ def read_trial(archive: Path) -> Trial:
         for member in tar.getmembers():
             if member.isfile() and member.name.endswith(".png"):
                 images[Path(member.name).stem] = iio.imread(io.BytesIO(tar.extractfile(member).read()))
-    frames, gazes = [], []
-    for frame_id, gaze in labels:
+    frames, gazes, episodes, rewards = [], [], [], []
+    for frame_id, episode, reward, gaze in labels:
         if frame_id in images:  # rows without an image (e.g. the last one of an interrupted trial) are skipped
             frames.append(images[frame_id][..., :3])
             gazes.append(gaze)
+            episodes.append(episode)
+            rewards.append(reward)
     if not frames:
         sys.exit(f"error: no frame of {labels_path.name} is in {archive.name}")
-    return Trial(archive.name.removesuffix(".tar.bz2"), np.stack(frames), gazes)
+    return Trial(archive.name.removesuffix(".tar.bz2"), np.stack(frames), gazes, np.array(rewards), np.array(episodes))
 
 
 def list_trials(dataset: Path) -> list[Path]:
@@ -109,6 +136,22 @@ def preprocess(frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     return observations, frame_indices
 
 
+def step_rewards_and_episode_ends(trial: Trial, num_observations: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a recurrent agent is told between the observations of `preprocess`: (rewards (M,), episode_ends
+    (M,) bool). The step from observation m to m + 1 adds pooled image m + 4, i.e. frames 4(m + 4) ..
+    4(m + 4) + 3: its reward is their summed unclipped reward; observation m ends its episode when the
+    episode id of image m + 4 (its last frame's) differs from image m + 3's. Ids missing on either side
+    (-1) end nothing."""
+    rewards, episode_ends = np.zeros(num_observations), np.zeros(num_observations, dtype=bool)
+    for m in range(num_observations - 1):
+        if trial.rewards is not None:
+            rewards[m] = trial.rewards[4 * (m + 4) : 4 * (m + 4) + 4].sum()
+        if trial.episodes is not None:
+            before, after = trial.episodes[4 * (m + 3) + 3], trial.episodes[4 * (m + 4) + 3]
+            episode_ends[m] = before >= 0 and after >= 0 and before != after
+    return rewards, episode_ends
+
+
 def fixation_map(gazes: list[np.ndarray]) -> np.ndarray:
     """Counts of fixations per pixel of the 210x160 frame (positions outside the screen are dropped)."""
     counts = np.zeros(SCREEN)
@@ -123,15 +166,17 @@ def fixation_map(gazes: list[np.ndarray]) -> np.ndarray:
 def trial_metrics(saliency_fn: SaliencyFn, trial: Trial, negatives_per_frame: int = 32, batch_size: int = 64,
                   seed: int = 0) -> dict[str, Optional[float]]:
     """NSS, KL and shuffled AUC of one trial: per observation, then averaged (undefined ones dropped).
-    The shuffled AUC's negatives are the fixations of `negatives_per_frame` other observations of the
-    trial, drawn at random."""
+    `saliency_fn` gets the trial's observations in order with the rewards and episode ends between them
+    (`step_rewards_and_episode_ends`). The shuffled AUC's negatives are the fixations of
+    `negatives_per_frame` other observations of the trial, drawn at random."""
     observations, frame_indices = preprocess(trial.frames)
     fixations = [fixation_map([trial.gazes[i] for i in indices]) for indices in frame_indices]
+    with torch.no_grad():
+        maps = saliency_fn(observations, *step_rewards_and_episode_ends(trial, len(observations)))  # (M, 84, 84)
     rng = np.random.default_rng(seed)
     scores = {"nss": [], "kl": [], "sauc": []}
     for start in range(0, len(observations), batch_size):
-        with torch.no_grad():
-            small = saliency_fn(observations[start : start + batch_size]).float()  # (B, 84, 84)
+        small = maps[start : start + batch_size].float()  # (B, 84, 84)
         large = F.interpolate(small[:, None], size=SCREEN, mode="bilinear", align_corners=False)[:, 0].numpy()  # (B, 210, 160)
         for offset, saliency in enumerate(large):
             m = start + offset
@@ -148,7 +193,7 @@ class Args:
     dataset: str
     """folder with the game's trials (`*.tar.bz2` + `*.txt`), searched recursively"""
     checkpoints: tuple[str, ...]
-    """checkpoints of the models to score (any script whose agent has attention)"""
+    """checkpoints of the models to score (any script whose agent has attention; recurrent agents see each trial in order)"""
     out: str
     """folder for `{game}_saliency_metrics.csv` and `.md`"""
     game: str = "Breakout"
@@ -160,7 +205,7 @@ class Args:
 
 
 def main(args: Args) -> list[dict]:
-    from attention_utils.checkpoints import input_saliency, load_agent
+    from attention_utils.checkpoints import load_agent, sequence_saliency
 
     trials = list_trials(Path(args.dataset))[: args.max_trials or None]
     models = [load_agent(path) for path in args.checkpoints]
@@ -168,7 +213,7 @@ def main(args: Args) -> list[dict]:
         sys.exit("error: give at least one checkpoint with --checkpoints")
     rows = []
     for checkpoint, loaded in zip(args.checkpoints, models):
-        saliency_fn = input_saliency(loaded)
+        saliency_fn = sequence_saliency(loaded)
         if saliency_fn is None:
             sys.exit(f"error: {loaded.variant} has no attention module, so no saliency to score")
         per_trial = [trial_metrics(saliency_fn, read_trial(path), args.negatives_per_frame) for path in trials]

@@ -6,7 +6,12 @@ At every step of one evaluation episode the agent sees the observation with the 
 change it causes is measured step by step:
 - `attention_on_sprite`: the share of the agent's (normalised) 84x84 attention inside the sprite's box,
   with and without the sprite;
-- `policy_kl`: KL(pi(with sprite) || pi(without)) of the action distributions.
+- `policy_kl`: KL(pi(with sprite) || pi(without)) of the action distributions;
+- `state_change` (recurrent agents, else empty): the largest absolute difference between the two states.
+A recurrent agent (ppo_atari_topdown.py) remembers the sprite, so its counterfactual is a copy that carries
+its own state: it sees the same frames without the sprite and is told the same previous actions (the
+game follows the agent that sees the sprite), rewards and episode ends; the attention is each copy's
+heads' maps at its own state, summed over heads and brought to 84x84 by the script's `upsample_to_input`.
 Writes `{out}.csv` (one row per step) and `{out}.png`: the observation just before and a few steps
 after the injection with the attention drawn on it, and the two curves over the steps.
 
@@ -22,7 +27,7 @@ import numpy as np
 import torch
 import tyro
 
-from attention_utils.checkpoints import input_saliency, load_agent
+from attention_utils.checkpoints import PlayedGame, input_saliency, is_recurrent, load_agent, policy_and_value
 
 
 def paste_sprite(obs: torch.Tensor, row: int, col: int, size: int, value: int = 255) -> torch.Tensor:
@@ -36,15 +41,10 @@ def paste_sprite(obs: torch.Tensor, row: int, col: int, size: int, value: int = 
     return out
 
 
-def action_distribution(agent, obs: torch.Tensor) -> torch.Tensor:
-    """(B, 4, 84, 84) -> (B, A) action probabilities (agents with `hidden` and `actor`)."""
-    return torch.softmax(agent.actor(agent.hidden(obs)).float(), -1)
-
-
 @dataclass
 class Args:
     checkpoint: str
-    """a `.cleanrl_model` file of a feed-forward agent (ppo_atari_selfattn.py, ppo_atari_fls.py)"""
+    """a `.cleanrl_model` file written by any training script"""
     inject_step: int = 50
     """the first agent step whose observation carries the sprite"""
     steps: int = 150
@@ -74,36 +74,41 @@ def main(args: Args) -> str:
         sys.exit(f"error: --inject-step {args.inject_step} must be inside the recorded stretch (1 .. --steps {args.steps} - 1)")
     loaded = load_agent(args.checkpoint)
     agent = loaded.agent
-    if not hasattr(agent, "hidden"):
-        sys.exit(f"error: {loaded.script.__name__} agents are recurrent; novel-object injection supports feed-forward agents")
+    recurrent = is_recurrent(agent)
     saliency_fn = input_saliency(loaded)
     box = (slice(args.row, args.row + args.size), slice(args.col, args.col + args.size))
-
-    def attention_share(obs_batch):
-        if saliency_fn is None:
-            return [float("nan")] * len(obs_batch)
-        maps = saliency_fn(obs_batch).float().clamp(min=0)  # (B, 84, 84)
-        return (maps[:, box[0], box[1]].sum((1, 2)) / maps.sum((1, 2)).clamp(min=1e-12)).tolist()
-
-    env = loaded.script.RenderedAtari(loaded.game, args.seed)
-    obs, rows, shown = env.reset(), [], {}
+    # row 0: what the agent sees (with the sprite once injected); row 1: the same frame without it. Each row
+    # goes through the network on its own, so the two are bit-for-bit equal until the sprite appears.
+    game = PlayedGame(loaded, args.seed, copies=2)
+    rows, shown = [], {}
     for step in range(args.steps):
         injected = step >= args.inject_step
+        obs = game.obs
         seen = paste_sprite(obs, args.row, args.col, args.size) if injected else obs
-        pair = torch.stack([seen, obs])  # (2, 4, 84, 84): what the agent sees, and the same without the sprite
-        probs = action_distribution(agent, pair)
-        kl = float((probs[0] * (probs[0].clamp(min=1e-12).log() - probs[1].clamp(min=1e-12).log())).sum())
-        share_with, share_without = attention_share(pair)
+        pair = torch.stack([seen, obs])  # (2, 4, 84, 84)
+        logits = torch.cat([policy_and_value(agent, memory)(x[None])[0] for x, memory in zip(pair, game.memories)])  # (2, A)
+        log_probs = torch.log_softmax(logits.double(), -1)  # fp64: an untrained agent's KL can be ~1e-8
+        probs = log_probs.exp()
+        kl = float((probs[0] * (log_probs[0] - log_probs[1])).sum())
+        if saliency_fn is None:
+            maps, share_with, share_without = None, float("nan"), float("nan")
+        else:
+            maps = torch.cat([saliency_fn(x[None], None if memory is None else memory.state) for x, memory in zip(pair, game.memories)])
+            maps = maps.float().clamp(min=0)  # (2, 84, 84)
+            share_with, share_without = (maps[:, box[0], box[1]].sum((1, 2)) / maps.sum((1, 2)).clamp(min=1e-12)).tolist()
+        state_change = max(float((a - b).abs().max()) for a, b in zip(game.memories[0].state, game.memories[1].state)) if recurrent else ""
         rows.append({"step": step, "injected": int(injected), "attention_on_sprite": share_with,
-                     "attention_on_sprite_without": share_without, "policy_kl": kl,
+                     "attention_on_sprite_without": share_without, "policy_kl": kl, "state_change": state_change,
                      "action_probs": ";".join(f"{p:.4f}" for p in probs[0].tolist())})
         if step in (args.inject_step - 1, min(args.inject_step + 5, args.steps - 1)):
-            shown[step] = seen
-        action = torch.multinomial(probs[0], 1)
-        obs, _, done = env.step(int(action))
-        if done:
-            obs = env.reset()
-    env.env.close()
+            shown[step] = (seen, None if maps is None else maps[0])
+        if recurrent:  # both copies' states advance; the game follows the agent that sees the sprite
+            action = game.memories[0].act(agent, seen[None])
+            game.memories[1].act(agent, obs[None])
+        else:
+            action = torch.multinomial(probs[0], 1)
+        game.step(int(action))
+    game.close()
 
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"novel_object_step_{loaded.global_step:09d}")
     with open(f"{out}.csv", "w", newline="") as f:
@@ -111,11 +116,11 @@ def main(args: Args) -> str:
         writer.writeheader()
         writer.writerows(rows)
     fig = plt.figure(figsize=(9, 6.5))
-    for i, (step, seen) in enumerate(sorted(shown.items())):
+    for i, (step, (seen, attention)) in enumerate(sorted(shown.items())):
         ax = fig.add_subplot(2, 2, i + 1)
         ax.imshow(seen[-1].numpy(), cmap="gray")
-        if saliency_fn is not None:
-            ax.imshow(saliency_fn(seen[None])[0].numpy(), cmap="jet", alpha=0.45)
+        if attention is not None:
+            ax.imshow(attention.numpy(), cmap="jet", alpha=0.45)
         ax.add_patch(matplotlib.patches.Rectangle((args.col - 0.5, args.row - 0.5), args.size, args.size, fill=False, color="white"))
         ax.set_title(f"step {step} ({'with' if step >= args.inject_step else 'before the'} sprite)", fontsize=9)
         ax.set_xticks([])
@@ -139,7 +144,7 @@ def main(args: Args) -> str:
     plt.close(fig)
     after = [r for r in rows if r["injected"]]
     print(f"{loaded.variant} on {loaded.game}: attention share on the sprite {np.nanmean([r['attention_on_sprite'] for r in after]):.3f} with, "
-          f"{np.nanmean([r['attention_on_sprite_without'] for r in after]):.3f} without; mean policy KL {np.mean([r['policy_kl'] for r in after]):.4f}; "
+          f"{np.nanmean([r['attention_on_sprite_without'] for r in after]):.3f} without; mean policy KL {np.mean([r['policy_kl'] for r in after]):.4g}; "
           f"{out}.png, {out}.csv")
     return out
 

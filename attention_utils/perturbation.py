@@ -6,7 +6,11 @@ measure how much the policy and the value move:
     S_pi(i, j) = 1/2 || logits(X') - logits(X) ||^2          S_V(i, j) = 1/2 (V(X') - V(X))^2
 
 All perturbed observations of a frame go through the network in large batches, so a full 84x84 map
-(stride 1: 7,056 forward passes) takes seconds on a CPU for the feed-forward agents.
+(stride 1: 7,056 forward passes) takes seconds on a CPU for the feed-forward agents. A recurrent agent
+(ppo_atari_topdown.py) is explained at a given state: the episode is played with the script's `Memory`,
+and at each explained frame every perturbed observation is seen for one step from the state, previous
+action, reward and done flag the agent had before that frame (`checkpoints.policy_and_value(agent, memory)`),
+all in one batch as for the feed-forward agents.
 
     python -m attention_utils.perturbation --checkpoint runs/.../step_000500000.cleanrl_model --frames 4
 """
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 import tyro
 
-from attention_utils.checkpoints import load_agent
+from attention_utils.checkpoints import PlayedGame, is_recurrent, load_agent, policy_and_value
 
 PolicyAndValue = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -37,22 +41,13 @@ def gaussian_blur(obs: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(rows, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)[0]
 
 
-def feedforward_policy_and_value(agent) -> PolicyAndValue:
-    """(B, 4, 84, 84) -> (logits (B, A), values (B,)) for agents with `hidden`, `actor` and `critic`
-    (ppo_atari_selfattn, ppo_atari_fls). A recurrent agent passes its own function, closed over the
-    state it is evaluated at."""
-    def policy_and_value(obs):
-        hidden = agent.hidden(obs)
-        return agent.actor(hidden).float(), agent.critic(hidden).float()[:, 0]
-
-    return policy_and_value
-
-
 @torch.no_grad()
 def perturbation_saliency(policy_and_value: PolicyAndValue, obs: torch.Tensor, stride: int = 1, sigma: float = 5.0,
                           blur_sigma: float = 3.0, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Policy and value saliency of one observation (4, 84, 84) uint8: two (84, 84) maps. With
-    stride > 1 the grid is coarser and the maps are brought back to 84x84 bilinearly."""
+    """Policy and value saliency of one observation (4, 84, 84) uint8: two (84, 84) maps. `policy_and_value`
+    maps a batch (B, 4, 84, 84) uint8 to (logits (B, A), values (B,)), e.g. `checkpoints.policy_and_value`
+    (a recurrent agent's closed over its state). With stride > 1 the grid is coarser and the maps are
+    brought back to 84x84 bilinearly."""
     clean = obs.float()  # (4, 84, 84)
     height, width = clean.shape[1:]
     blurred = gaussian_blur(clean, blur_sigma)
@@ -88,7 +83,7 @@ def overlay(rgb: np.ndarray, saliency: torch.Tensor, channel: int) -> np.ndarray
 @dataclass
 class Args:
     checkpoint: str
-    """a `.cleanrl_model` file written by ppo_atari_selfattn.py or ppo_atari_fls.py"""
+    """a `.cleanrl_model` file written by any training script (recurrent agents are explained at the state they had)"""
     frames: int = 4
     """how many states of one evaluation episode to explain"""
     spacing: int = 40
@@ -112,22 +107,19 @@ def main(args: Args) -> str:
     if args.frames < 1 or args.stride < 1 or args.sigma <= 0:
         sys.exit("error: --frames and --stride must be at least 1 and --sigma positive")
     loaded = load_agent(args.checkpoint)
-    if not hasattr(loaded.agent, "hidden"):
-        sys.exit(f"error: {loaded.script.__name__} agents are recurrent; call perturbation_saliency with a policy_and_value closed over their state")
-    policy_and_value = feedforward_policy_and_value(loaded.agent)
-    env = loaded.script.RenderedAtari(loaded.game, args.seed)
-    obs, states = env.reset(), []
+    agent = loaded.agent
+    game = PlayedGame(loaded, args.seed)
+    explained = []  # (RGB frame, observation, the agent's policy and value at that point of the game)
     for step in range(args.frames * args.spacing):
-        with torch.no_grad():
-            action, _, _, _ = loaded.agent.get_action_and_value(obs[None])
         if step % args.spacing == args.spacing - 1:
-            states.append((env.rgb(), obs.clone()))
-        obs, _, done = env.step(int(action))
-        if done:
-            obs = env.reset()
-    fig, axes = plt.subplots(len(states), 3, figsize=(7.5, 3.6 * len(states)), squeeze=False)
-    for row, (rgb, stacked) in enumerate(states):
-        policy_map, value_map = perturbation_saliency(policy_and_value, stacked, args.stride, args.sigma)
+            explained.append((game.rgb(), game.obs.clone(), policy_and_value(agent, game.memories[0])))
+        with torch.no_grad():
+            action = game.memories[0].act(agent, game.obs[None]) if is_recurrent(agent) else agent.get_action_and_value(game.obs[None])[0]
+        game.step(int(action))
+    game.close()
+    fig, axes = plt.subplots(len(explained), 3, figsize=(7.5, 3.6 * len(explained)), squeeze=False)
+    for row, (rgb, stacked, policy_and_value_here) in enumerate(explained):
+        policy_map, value_map = perturbation_saliency(policy_and_value_here, stacked, args.stride, args.sigma)
         for col, (image, title) in enumerate([(rgb, "frame"), (overlay(rgb, policy_map, 2), "policy saliency (blue)"), (overlay(rgb, value_map, 0), "value saliency (red)")]):
             axes[row, col].imshow(image)
             axes[row, col].set_xticks([])

@@ -136,19 +136,26 @@ def load_checkpoint(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-# Checkpoints for the attention_utils tests: a CWCA self-attention agent and a sparse FLS agent trained
-# for 256 steps each, once per test session.
+# Checkpoints for the attention_utils tests: a CWCA self-attention agent, a sparse FLS agent and a (small)
+# recurrent top-down attention agent trained for 256 steps each, once per test session.
 TRAIN_FOR_TOOLS = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1",
                    "--eval-episodes", "1", "--eval-freq", "100000", "--save-freq", "100000", "--torch-threads", "1",
                    "--env-threads", "1", "--total-timesteps", "256"]
+TOOL_AGENTS = [
+    ("ppo_atari_selfattn.py", ["--self-attn", "CWCA"]),
+    ("ppo_atari_fls.py", ["--arch", "sparse_fls"]),
+    ("ppo_atari_topdown.py", ["--precision", "fp32", "--conv-channels", "16", "--value-channels", "24", "--core-hidden", "32",
+                              "--mlp-hidden", "32", "--query-hidden", "32"]),
+]
 
 
 @pytest.fixture(scope="session")
 def trained_checkpoints(tmp_path_factory):
-    """{script file name: checkpoint path} for ppo_atari_selfattn.py (CWCA) and ppo_atari_fls.py (sparse_fls)."""
+    """{script file name: checkpoint path} for ppo_atari_selfattn.py (CWCA), ppo_atari_fls.py (sparse_fls) and
+    ppo_atari_topdown.py (topdown queries, 4 heads)."""
     cwd = tmp_path_factory.mktemp("trained")
     paths = {}
-    for script, flags in [("ppo_atari_selfattn.py", ["--self-attn", "CWCA"]), ("ppo_atari_fls.py", ["--arch", "sparse_fls"])]:
+    for script, flags in TOOL_AGENTS:
         proc = subprocess.run([sys.executable, str(REPO / script), *TRAIN_FOR_TOOLS, *flags], cwd=cwd, env=script_env(),
                               capture_output=True, text=True, timeout=600)
         assert_ok(proc)

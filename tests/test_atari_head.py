@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from attention_utils.atari_head import fixation_map, list_trials, preprocess, read_trial, trial_metrics
+from attention_utils.atari_head import (fixation_map, list_trials, preprocess, read_labels, read_trial, step_rewards_and_episode_ends,
+                                       trial_metrics)
 from conftest import REPO, describe, script_env
 
 NUM_FRAMES = 40  # -> 10 pooled images -> 7 observations
@@ -18,9 +19,10 @@ OBJECT = (slice(60, 72), slice(100, 112))  # the planted bright object: rows 60-
 PLANTED_FRAMES = (26, 27)  # the two frames kept for pooled image 6 (frames 4k+2 and 4k+3, k = 6)
 
 
-def write_trial(folder, name="100_RZ_1234567_Jan-01-00-00-00"):
+def write_trial(folder, name="100_RZ_1234567_Jan-01-00-00-00", episode_of=lambda i: 0, reward_of=lambda i: 0):
     """Frames: a dim square wandering along the bottom in every frame; in frames 26 and 27 only, a bright
-    object, looked at twice per frame. Other frames are looked at on the wandering square or not at all."""
+    object, looked at twice per frame. Other frames are looked at on the wandering square or not at all.
+    `episode_of(i)` and `reward_of(i)` fill frame i's episode id and unclipped reward."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["frame_id,episode_id,score,duration(ms),unclipped_reward,action,gaze_positions"]
     with tarfile.open(folder / f"{name}.tar.bz2", "w:bz2") as tar:
@@ -35,7 +37,7 @@ def write_trial(folder, name="100_RZ_1234567_Jan-01-00-00-00"):
                 gaze = f"{3 * i + 12}.0,172.0"  # on the wandering square
             else:
                 gaze = "null"
-            lines.append(f"{frame_id},0,0,50,0,0,{gaze}")
+            lines.append(f"{frame_id},{episode_of(i)},0,50,{reward_of(i)},0,{gaze}")
             data = io.BytesIO()
             iio.imwrite(data, frame, extension=".png")
             info = tarfile.TarInfo(f"{name}/{frame_id}.png")
@@ -45,7 +47,7 @@ def write_trial(folder, name="100_RZ_1234567_Jan-01-00-00-00"):
     return folder / f"{name}.tar.bz2"
 
 
-def stack_max(obs):
+def stack_max(obs, rewards=None, episode_ends=None):
     """A saliency that is the objects themselves: the brightest value over the 4 stacked images."""
     return obs.float().amax(1)
 
@@ -76,8 +78,37 @@ def test_planted_fixation_on_planted_object_scores_high(tmp_path):
     assert 0.5 < scores["sauc"] <= 1.0
     assert scores["kl"] is not None and scores["kl"] >= 0
     # control: a map of the opposite corner is anti-correlated with where the human looked
-    elsewhere = trial_metrics(lambda obs: torch.flip(stack_max(obs), dims=(1, 2)), trial, negatives_per_frame=6)
+    elsewhere = trial_metrics(lambda obs, *_: torch.flip(stack_max(obs), dims=(1, 2)), trial, negatives_per_frame=6)
     assert elsewhere["nss"] < 0 and elsewhere["kl"] > scores["kl"]
+
+
+def test_rewards_and_episode_ends_between_observations(tmp_path):
+    """Rewards in frames 21 (pooled image 5) and 33, 34 (image 8); episode 1 starts at frame 24 (image 6). The
+    step from observation m to m + 1 adds image m + 4, so observation 1 is followed by the first reward,
+    observation 2 ends episode 0 and observation 4 is followed by the other two."""
+    archive = write_trial(tmp_path, episode_of=lambda i: int(i >= 24), reward_of=lambda i: {21: 4, 33: 1, 34: 2}.get(i, 0))
+    trial = read_trial(archive)
+    assert trial.rewards[21] == 4 and trial.episodes[23] == 0 and trial.episodes[24] == 1
+    rewards, episode_ends = step_rewards_and_episode_ends(trial, 7)
+    assert rewards.tolist() == [0, 4, 0, 0, 3, 0, 0]
+    assert episode_ends.tolist() == [False, False, True, False, False, False, False]
+    seen = {}
+
+    def recording(observations, rewards, episode_ends):
+        seen.update(count=len(observations), rewards=list(rewards), episode_ends=list(episode_ends))
+        return stack_max(observations)
+
+    trial_metrics(recording, trial, negatives_per_frame=2)
+    assert seen == {"count": 7, "rewards": [0, 4, 0, 0, 3, 0, 0], "episode_ends": [False, False, True] + [False] * 4}
+
+
+def test_labels_with_missing_fields(tmp_path):
+    path = tmp_path / "trial.txt"
+    path.write_text("frame_id,episode_id,score,duration(ms),unclipped_reward,action,gaze_positions\n"
+                    "RZ_1,null,null,null,null,0,null\nRZ_2,3,10,50,1,2,10.5,20.0\n")
+    (first_id, first_episode, first_reward, first_gaze), (_, episode, reward, gaze) = read_labels(path)
+    assert (first_id, first_episode, first_reward, first_gaze.shape) == ("RZ_1", -1, 0.0, (0, 2))
+    assert (episode, reward, gaze.tolist()) == (3, 1.0, [[10.5, 20.0]])
 
 
 def test_pipeline_table_from_checkpoints(tmp_path, trained_checkpoints):
@@ -86,10 +117,11 @@ def test_pipeline_table_from_checkpoints(tmp_path, trained_checkpoints):
     out = tmp_path / "tables"
     proc = subprocess.run([sys.executable, "-m", "attention_utils.atari_head", "--dataset", tmp_path / "breakout", "--game", "Breakout",
                            "--checkpoints", trained_checkpoints["ppo_atari_fls.py"], trained_checkpoints["ppo_atari_selfattn.py"],
-                           "--out", out, "--negatives-per-frame", "4"], cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+                           trained_checkpoints["ppo_atari_topdown.py"], "--out", out, "--negatives-per-frame", "4"],
+                          cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, describe(proc)
     rows = list(csv.DictReader(open(out / "Breakout_saliency_metrics.csv")))
-    assert [r["model"] for r in rows] == ["sparse_fls", "CWCA"]
+    assert [r["model"] for r in rows] == ["sparse_fls", "CWCA", "topdown"]
     for row in rows:
         assert row["trials"] == "2"
         assert -10 < float(row["nss"]) < 10 and float(row["kl"]) >= 0 and 0 <= float(row["sauc"]) <= 1

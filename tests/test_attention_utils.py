@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from attention_utils.checkpoints import input_saliency, is_recurrent, load_agent, policy_and_value, sequence_saliency
 from attention_utils.perturbation import gaussian_blur, perturbation_saliency
 from conftest import REPO, describe, script_env
+
+TOPDOWN = "ppo_atari_topdown.py"
 
 
 def run(args, cwd, timeout=600):
@@ -21,15 +24,27 @@ def checkpoints(trained_checkpoints):
     return trained_checkpoints
 
 
-@pytest.mark.parametrize("script, width", [("ppo_atari_selfattn.py", 320), ("ppo_atari_fls.py", 160)])
-def test_enjoy_plays_and_records(checkpoints, tmp_path, script, width):
-    proc = run(["-m", "attention_utils.enjoy", "--checkpoint", checkpoints[script], "--episodes", "2", "--out", tmp_path], REPO)
+@pytest.fixture(scope="module")
+def topdown(checkpoints):
+    """The recurrent top-down agent, loaded in this process."""
+    return load_agent(checkpoints[TOPDOWN])
+
+
+def random_observations(count, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (count, 4, 84, 84), dtype=torch.uint8, generator=generator)
+
+
+# one panel per head after the frame: CWCA draws 1 map, FLS its saliency; the top-down agent has 4 heads
+@pytest.mark.parametrize("script, width, episodes", [("ppo_atari_selfattn.py", 320, 2), ("ppo_atari_fls.py", 160, 2), (TOPDOWN, 5 * 160, 1)])
+def test_enjoy_plays_and_records(checkpoints, tmp_path, script, width, episodes):
+    proc = run(["-m", "attention_utils.enjoy", "--checkpoint", checkpoints[script], "--episodes", episodes, "--out", tmp_path], REPO)
     assert proc.returncode == 0, describe(proc)
     returns = [float(line.split("return ")[1].split(",")[0]) for line in proc.stdout.splitlines() if line.startswith("episode ")]
-    assert len(returns) == 2
-    assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over 2 episodes" in proc.stdout
+    assert len(returns) == episodes
+    assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {episodes} episodes" in proc.stdout
     videos = sorted(tmp_path.glob("*.mp4"))
-    assert len(videos) == 2
+    assert len(videos) == episodes
     frame = iio.imread(videos[0], index=0)
     assert frame.shape[1] == width and frame.shape[0] >= 210  # the script's own attention panels
 
@@ -74,16 +89,17 @@ def test_gaussian_blur_keeps_mass_and_smooths():
     assert float(blurred.sum()) == pytest.approx(1.0, abs=1e-4) and float(blurred.max()) < 0.05
 
 
-def test_perturbation_cli_writes_overlays(checkpoints, tmp_path):
+@pytest.mark.parametrize("script", ["ppo_atari_fls.py", TOPDOWN])
+def test_perturbation_cli_writes_overlays(checkpoints, tmp_path, script):
     out = tmp_path / "perturbation.png"
-    proc = run(["-m", "attention_utils.perturbation", "--checkpoint", checkpoints["ppo_atari_fls.py"], "--frames", "2",
+    proc = run(["-m", "attention_utils.perturbation", "--checkpoint", checkpoints[script], "--frames", "2",
                 "--spacing", "10", "--stride", "3", "--out", out], REPO)
     assert proc.returncode == 0, describe(proc)
     image = matplotlib.image.imread(out)
     assert image.shape[0] > 300 and image.shape[1] > 400  # 2 rows of frame | policy | value
 
 
-@pytest.mark.parametrize("script", ["ppo_atari_fls.py", "ppo_atari_selfattn.py"])
+@pytest.mark.parametrize("script", ["ppo_atari_fls.py", "ppo_atari_selfattn.py", TOPDOWN])
 def test_novel_object_injection(checkpoints, tmp_path, script):
     import csv
 
@@ -102,9 +118,107 @@ def test_novel_object_injection(checkpoints, tmp_path, script):
     for r in rows:
         assert sum(map(float, r["action_probs"].split(";"))) == pytest.approx(1.0, abs=1e-3)
     assert matplotlib.image.imread(f"{out}.png").shape[0] > 300
+    if script == TOPDOWN:  # the counterfactual copy carries its own state: the same until the sprite is seen, then not
+        changes = [float(r["state_change"]) for r in rows]  # the state each step's observation is seen with
+        assert all(change == 0 for change in changes[:11])
+        assert sum(change > 0 for change in changes[11:]) >= len(changes[11:]) // 2  # a lost life resets both to zeros
+    else:
+        assert all(r["state_change"] == "" for r in rows)
 
 
 def test_novel_object_sprite_must_fit(checkpoints):
     proc = run(["-m", "attention_utils.novel_object", "--checkpoint", checkpoints["ppo_atari_fls.py"], "--row", "80"], REPO)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == "error: the sprite (8x8 at row 80, column 30) must lie inside the 84x84 observation"
+
+
+# ---------------------------------------------------------------------------------------------------
+# recurrent agents: saliency at a state and along a game
+
+
+def test_recurrence_is_detected(checkpoints, topdown):
+    assert is_recurrent(topdown.agent)
+    assert not is_recurrent(load_agent(checkpoints["ppo_atari_fls.py"]).agent)
+
+
+def test_recurrent_policy_and_value_is_one_step_of_the_agent(topdown):
+    """The function closed over a Memory gives the agent's own value and log-probabilities at that state,
+    and a batch of observations gets, row by row, what each would get alone (the state is expanded, not mixed)."""
+    agent = topdown.agent
+    memory = topdown.script.Memory(agent, 1, "cpu")
+    observations = random_observations(6)
+    for t in range(3):  # a few steps, a reward and a life lost, so the state and inputs are not the initial ones
+        memory.act(agent, observations[t : t + 1])
+        memory.observe(np.array([1.0 if t == 0 else 0.0]), np.array([t == 1]))
+    function = policy_and_value(agent, memory)
+    obs = observations[3:4]
+    with torch.no_grad():
+        action, logprob, _, value, _ = agent.get_action_and_value(obs, memory.state, memory.prev_action, memory.prev_reward, memory.done)
+    logits, values = function(obs)
+    assert logits.shape == (1, agent.num_actions) and values.shape == (1,)
+    assert float(values[0]) == pytest.approx(float(value[0, 0]), abs=1e-5)
+    assert float(torch.log_softmax(logits, -1)[0, action[0]]) == pytest.approx(float(logprob[0]), abs=1e-5)
+    batch_logits, batch_values = function(observations[3:6])
+    single = [function(observations[i : i + 1]) for i in range(3, 6)]
+    assert torch.allclose(batch_logits, torch.cat([s[0] for s in single]), atol=1e-5)
+    assert torch.allclose(batch_values, torch.cat([s[1] for s in single]), atol=1e-5)
+    memory.act(agent, obs)  # the function keeps the state it was made at
+    assert torch.equal(function(obs)[0], logits)
+    with pytest.raises(ValueError, match="recurrent agent acts from a state"):
+        policy_and_value(agent)
+
+
+def test_recurrent_perturbation_saliency_depends_on_the_state(topdown):
+    agent = topdown.agent
+    obs = random_observations(1, seed=1)[0]
+    fresh = topdown.script.Memory(agent, 1, "cpu")
+    later = topdown.script.Memory(agent, 1, "cpu")
+    for t, past in enumerate(random_observations(4, seed=2)):
+        later.act(agent, past[None])
+        later.observe(np.array([float(t % 2)]), np.array([False]))
+    maps = [perturbation_saliency(policy_and_value(agent, memory), obs, stride=6) for memory in (fresh, later)]
+    for policy_map, value_map in maps:
+        assert policy_map.shape == value_map.shape == (84, 84)
+        assert (policy_map >= 0).all() and (value_map >= 0).all() and policy_map.max() > 0 and value_map.max() > 0
+    # an untrained agent's maps are tiny (~1e-14): compare where they look, each scaled to its maximum
+    for fresh_map, later_map in zip(*maps):
+        assert not torch.allclose(fresh_map / fresh_map.max(), later_map / later_map.max(), atol=1e-2)
+
+
+def test_input_saliency_needs_the_state_of_a_recurrent_agent(checkpoints, topdown):
+    saliency = input_saliency(topdown)
+    obs = random_observations(2)
+    with pytest.raises(ValueError, match="is recurrent"):
+        saliency(obs)
+    maps = saliency(obs, topdown.agent.initial_state(2, "cpu"))
+    assert maps.shape == (2, 84, 84) and float(maps.min()) == 0 and float(maps.amax((1, 2)).min()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="is feed-forward"):
+        input_saliency(load_agent(checkpoints["ppo_atari_selfattn.py"]))(obs, topdown.agent.initial_state(2, "cpu"))
+
+
+def test_sequence_saliency_carries_the_state(topdown):
+    """Along a sequence each map is seen with the state the earlier observations left: it differs from the
+    map at the initial state, does not depend on later observations or on how the sequence is batched, a
+    reward reaches the attention two steps later (through the core's state and the next queries), and an
+    episode end starts the rest afresh."""
+    along_game = sequence_saliency(topdown)
+    observations = random_observations(8, seed=3)
+    maps = along_game(observations)
+    assert maps.shape == (8, 84, 84) and float(maps.min()) >= 0 and float(maps.max()) <= 1
+    alone = input_saliency(topdown)(observations, topdown.agent.initial_state(8, "cpu"))
+    assert torch.allclose(maps[0], alone[0], atol=1e-5)
+    assert all(not torch.allclose(maps[t], alone[t], atol=1e-3) for t in range(1, 8))
+    assert torch.allclose(sequence_saliency(topdown, batch_size=3)(observations), maps, atol=1e-4)
+    assert torch.allclose(along_game(observations[:6]), maps[:6], atol=1e-4)
+    rewards = np.zeros(8)
+    rewards[0] = 1.0  # earned on the step from observation 0 to 1
+    rewarded = along_game(observations, rewards)
+    assert torch.allclose(rewarded[:2], maps[:2], atol=1e-5) and not torch.allclose(rewarded[2], maps[2], atol=1e-3)
+    episode_ends = np.zeros(8, dtype=bool)
+    episode_ends[4] = True
+    restarted = along_game(observations, None, episode_ends)
+    assert torch.allclose(restarted[:5], maps[:5], atol=1e-5)
+    assert torch.allclose(restarted[5:], along_game(observations[5:]), atol=1e-4)
+    assert not torch.allclose(restarted[5], maps[5], atol=1e-3)
+    with pytest.raises(ValueError, match="one entry per observation"):
+        along_game(observations, np.zeros(3))
