@@ -189,3 +189,15 @@ def test_topdown_grid_is_57_games_3_query_modes_3_seeds():
     assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 57 * 3 * 3
     command = agent_command(config, {"env-id": "Seaquest", "query-mode": "fixed", "seed": 2, "track": True})
     assert command == ["/usr/bin/env", "python", "ppo_atari_topdown.py", "--env-id=Seaquest", "--query-mode=fixed", "--seed=2", "--track"]
+
+
+def test_thesis_timesformer_grid_is_4_games_3_seeds():
+    config = load_sweep(REPO / "sweeps" / "thesis_timesformer.yaml")
+    assert config["method"] == "grid" and config["program"] == "ppo_atari_timesformer.py"
+    assert config["metric"] == {"name": "eval/mean_return", "goal": "maximize"}
+    params = config["parameters"]
+    assert parameter_values(params["env-id"]) == ["Pong", "Enduro", "Breakout", "MsPacman"]  # the thesis' games
+    assert parameter_values(params["seed"]) == [1, 2, 3]
+    assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 4 * 3
+    command = agent_command(config, {"env-id": "MsPacman", "seed": 3, "track": True})
+    assert command == ["/usr/bin/env", "python", "ppo_atari_timesformer.py", "--env-id=MsPacman", "--seed=3", "--track"]
