@@ -119,7 +119,7 @@ class Args:
 
     # Architecture
     # (defaults sized for a 2-core CPU, where they train at 63-75% of the SPS of ppo_atari_selfattn.py's NA agent;
-    # one head: two heads cost a third more there. With a GPU try e.g. --embed-dim 64 --heads 4 --depth 2 --mlp-ratio 4)
+    # one head: two heads train about 30% slower there. With a GPU try e.g. --embed-dim 64 --heads 4 --depth 2 --mlp-ratio 4)
     embed_dim: int = 16
     """token embedding size D"""
     heads: int = 1
@@ -365,8 +365,9 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention, q (B, heads, Lq, d), k and v (B, heads, Lk, d) -> (softmax(q k^T / sqrt(d)) v
-    (B, heads, Lq, d), the weights (B, heads, Lq, Lk)). Plain matmuls, the softmax in fp32: on this CPU they beat
-    torch's fused scaled_dot_product_attention at these sizes (sequences of 4 and 50) in fp32 and in bf16."""
+    (B, heads, Lq, d), the weights (B, heads, Lq, Lk)). Plain matmuls, the softmax in fp32: on a 2-core CPU they
+    beat torch's fused scaled_dot_product_attention at these sizes (sequences of 4 and 50), one PPO minibatch
+    taking about 0.6-0.75x its time, and they give the weights for the maps from the same code."""
     weights = torch.softmax((q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5, dim=-1)  # (B, heads, Lq, Lk)
     return weights.to(v.dtype) @ v, weights
 
@@ -421,7 +422,7 @@ class DividedSpaceTimeBlock(nn.Module):
         out, space_weights = attend(q, k_all, v_all)  # (N*T, heads, P, dh)
         patches = patches + self.space_out(out.transpose(1, 2).reshape(n, t, p, d))  # (N*T, P, heads, dh) -> (N, T, P, D)
         # the CLS query: a softmax over each frame's patches; mean over frames of the per-frame outputs
-        k_frames, v_frames = qkv.view(n, t * p, 3, h, dh)[:, :, 1:].permute(2, 0, 3, 1, 4)  # (2, N, heads, T*P, dh)
+        k_frames, v_frames = qkv.view(n, t * p, 3, h, dh)[:, :, 1:].permute(2, 0, 3, 1, 4)  # (N, T*P, 2, heads, dh) -> (2, N, heads, T*P, dh)
         logits = (cls_q @ k_frames.transpose(-2, -1)).float() * dh**-0.5  # (N, heads, 1, T*P)
         cls_weights = torch.softmax(logits.view(n, h, t, p), dim=-1)  # (N, heads, T, P)
         out = (cls_weights.view(n, h, 1, t * p) / t).to(v.dtype) @ v_frames  # (N, heads, 1, dh)
@@ -450,7 +451,8 @@ class Agent(nn.Module):
     value heads straight on it. Init: orthogonal as in the other scripts (gain sqrt(2) for the patch
     embedding and the MLPs' first layers, 1 for the attention projections and the MLPs' second layers,
     which add to the residual stream; 0.01 policy, 1 value); CLS and position embeddings N(0, 0.02^2),
-    as in ViT and TimeSformer."""
+    as in ViT and TimeSformer (the thesis found a sinusoidal initialisation of the position embeddings no
+    better than this Gaussian one)."""
 
     def __init__(self, num_actions: int, embed_dim: int = 16, heads: int = 1, depth: int = 1, mlp_ratio: int = 2, patch_size: int = 12, frames: int = 4):
         super().__init__()
@@ -519,15 +521,15 @@ class Agent(nn.Module):
             time_full = torch.diag_embed(time_avg).permute(0, 1, 3, 2, 4)  # (N, T, T', P, P') -> (N, T, P, T', P'): diagonal in p
             matrix = torch.zeros(n, size, size, device=time_avg.device)
             matrix[:, 0, 0] = 1.0
-            matrix[:, 1:, 1:] = time_full.reshape(n, t * p, t * p)
+            matrix[:, 1:, 1:] = time_full.reshape(n, t * p, t * p)  # (N, T*P, T*P)
             matrices.append(matrix)
 
             space_avg = block["space"].mean(1).view(n, t, p, 1 + p)  # (N*T, P, 1+P) -> (N, T, P, 1+P)
             eye = torch.eye(t, device=space_avg.device)
             space_full = space_avg[:, :, :, None, 1:] * eye[None, :, None, :, None]  # (N, T, P, T', P'): block diagonal in t
             matrix = torch.zeros(n, size, size, device=space_avg.device)
-            matrix[:, 1:, 1:] = space_full.reshape(n, t * p, t * p)
-            matrix[:, 1:, 0] = space_avg[..., 0].reshape(n, t * p)  # patches <- CLS
+            matrix[:, 1:, 1:] = space_full.reshape(n, t * p, t * p)  # (N, T*P, T*P)
+            matrix[:, 1:, 0] = space_avg[..., 0].reshape(n, t * p)  # patches <- CLS: (N, T, P) -> (N, T*P)
             matrix[:, 0, 1:] = block["cls"].mean(1).reshape(n, t * p) / t  # CLS <- patches: (N, heads, T, P) -> (N, T*P)
             matrices.append(matrix)
         return matrices
