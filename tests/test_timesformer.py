@@ -142,6 +142,57 @@ def test_bf16_autocast_close_to_fp32(tsf):
     torch.testing.assert_close(bf16, fp32, atol=0.1, rtol=0.05)
 
 
+def reference_attention(x_queries, x_keys, qkv, out, heads):
+    """Multi-head attention written out: queries (Lq, D) and keys/values (Lk, D), already normalised."""
+    d = x_queries.shape[-1]
+    dh = d // heads
+    q = x_queries @ qkv.weight[:d].T + qkv.bias[:d]
+    k = x_keys @ qkv.weight[d : 2 * d].T + qkv.bias[d : 2 * d]
+    v = x_keys @ qkv.weight[2 * d :].T + qkv.bias[2 * d :]
+    outputs, weights = [], []
+    for head in range(heads):
+        cols = slice(head * dh, (head + 1) * dh)
+        w = torch.softmax(q[:, cols] @ k[:, cols].T / math.sqrt(dh), dim=-1)  # (Lq, Lk)
+        outputs.append(w @ v[:, cols])
+        weights.append(w)
+    return torch.cat(outputs, -1) @ out.weight.T + out.bias, torch.stack(weights)
+
+
+def test_block_against_a_reference_written_out(tsf):
+    """One divided space-time block, token by token: time attention of each patch over its 4 frames, then per
+    frame the patches attend to [CLS, the frame's patches] and the CLS to the frame's patches, the CLS's 4
+    per-frame outputs averaged, then the MLP on every token (pre-LayerNorm and residuals throughout)."""
+    torch.manual_seed(0)
+    d, heads, t, p = 8, 2, 4, 9
+    block = tsf.DividedSpaceTimeBlock(d, heads, 2)
+    cls, patches = torch.randn(2, 1, d), torch.randn(2, t, p, d)
+    with torch.no_grad():
+        got_cls, got_patches, got_weights = block(cls, patches)
+        after_time = patches.clone()
+        for n in range(2):
+            for j in range(p):
+                x = block.norm_time(patches[n, :, j])  # (T, D): patch j in the 4 frames
+                out, w = reference_attention(x, x, block.time_qkv, block.time_out, heads)
+                after_time[n, :, j] += out
+                torch.testing.assert_close(got_weights["time"][n * p + j], w)
+        after_space, new_cls = after_time.clone(), cls.clone()
+        for n in range(2):
+            cls_outputs = []
+            for f in range(t):
+                tokens = block.norm_space(torch.cat([cls[n], after_time[n, f]]))  # (1 + P, D): [CLS, frame f's patches]
+                out, w = reference_attention(tokens[1:], tokens, block.space_qkv, block.space_out, heads)
+                after_space[n, f] += out
+                torch.testing.assert_close(got_weights["space"][n * t + f], w)
+                out, w = reference_attention(tokens[:1], tokens[1:], block.space_qkv, block.space_out, heads)
+                cls_outputs.append(out)
+                torch.testing.assert_close(got_weights["cls"][n, :, f], w[:, 0])
+            new_cls[n] += torch.stack(cls_outputs).mean(0)
+        expected_patches = after_space + block.mlp(block.norm_mlp(after_space))
+        expected_cls = new_cls + block.mlp(block.norm_mlp(new_cls))
+    torch.testing.assert_close(got_patches, expected_patches)
+    torch.testing.assert_close(got_cls, expected_cls)
+
+
 # ---------------------------------------------------------------------------------------------------
 # attention weights, maps and rollout
 
