@@ -390,6 +390,19 @@ def test_resume_from_checkpoint_copied_into_new_folder(trained, tmp_path):
     assert not torch.equal(start["blocks.0.time_qkv.weight"], final["model"]["blocks.0.time_qkv.weight"])
 
 
+def test_eval_only(trained, tmp_path):
+    _, run_dir, _ = trained
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(run_dir, copy)
+    proc = run_tsf(["--resume", copy / f"step_{TOTAL:09d}.cleanrl_model", "--eval-only", "--eval-episodes", "3"], tmp_path)
+    assert_ok(proc)
+    assert SMALL_VARIANT in proc.stdout, describe(proc)
+    (results,) = copy.glob(f"eval_only_Breakout_step_{TOTAL:09d}_3ep.csv")
+    rows = results.read_text().splitlines()
+    assert rows[0] == "episode,env,return,length" and len(rows) == 4
+    assert all(int(r.split(",")[3]) > 0 for r in rows[1:])
+
+
 @pytest.fixture(scope="module")
 def extras_run(tmp_path_factory):
     """One iteration with the attention picture and a video of the evaluation episode."""
