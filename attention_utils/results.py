@@ -95,7 +95,9 @@ def variant_name(config: dict) -> str:
     - ppo_atari_topdown.py (args with `query_mode`): `query_mode` when `arch` is missing or "mott"; otherwise `arch`
       when query_mode is "topdown", else "{arch}+{query_mode}" (e.g. "adaptive+fixed");
     - ppo_atari_fls.py (`arch`, no `query_mode`): `arch`;
-    - ppo_atari_selfattn.py (`self_attn`): `self_attn`, with `+{ada_attn}` when ada_attn is not "none" (e.g. "CWCA+alpha")."""
+    - ppo_atari_selfattn.py (`self_attn`): `self_attn`, with `+{ada_attn}` when ada_attn is not "none" (e.g. "CWCA+alpha");
+    - ppo_atari_timesformer.py (`embed_dim`): "timesformer_" + its sizes as the script names its run folders, e.g.
+      "timesformer_d16_h1_l1_m2_p12" (embedding dim, heads, blocks, MLP ratio, patch size)."""
     if config.get("query_mode") is not None:
         query_mode, arch = str(config["query_mode"]), config.get("arch")
         if arch is None or arch == "mott":
@@ -106,7 +108,14 @@ def variant_name(config: dict) -> str:
     if config.get("self_attn") is not None:
         ada_attn = config.get("ada_attn") or "none"
         return str(config["self_attn"]) if ada_attn == "none" else f"{config['self_attn']}+{ada_attn}"
-    raise ResultsError("none of `query_mode`, `arch`, `self_attn` in the run's args")
+    if config.get("embed_dim") is not None:
+        sizes = ("embed_dim", "heads", "depth", "mlp_ratio", "patch_size")
+        missing = [key for key in sizes if config.get(key) is None]
+        if missing:
+            raise ResultsError(f"a TimeSformer run (`embed_dim` in its args) without {', '.join(missing)}")
+        embed_dim, heads, depth, mlp_ratio, patch_size = (config[key] for key in sizes)
+        return f"timesformer_d{embed_dim}_h{heads}_l{depth}_m{mlp_ratio}_p{patch_size}"
+    raise ResultsError("none of `query_mode`, `arch`, `self_attn`, `embed_dim` in the run's args")
 
 
 def run_from_config(config: dict, steps, scores, source: str) -> Run:

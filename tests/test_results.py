@@ -175,6 +175,18 @@ def test_variant_name_of_topdown_runs(query_mode, arch, expected):
     assert results.variant_name(config) == expected
 
 
+def test_variant_name_of_timesformer_runs_matches_the_script(tmp_path):
+    """The TimeSformer's args name no variant: its sizes do, as in the script's run folders."""
+    import ppo_atari_timesformer
+
+    args = ppo_atari_timesformer.Args(embed_dim=32, heads=2, depth=3, mlp_ratio=4, patch_size=12)
+    config = json.loads(json.dumps(vars(args)))  # as args.json holds them
+    assert results.variant_name(config) == "timesformer_" + ppo_atari_timesformer.variant_name(args)
+    assert results.variant_name(config) == "timesformer_d32_h2_l3_m4_p12"
+    with pytest.raises(results.ResultsError, match="patch_size"):
+        results.variant_name({"embed_dim": 16, "heads": 1, "depth": 1, "mlp_ratio": 2})
+
+
 def test_topdown_run_folder_is_named_by_query_mode_and_arch(tmp_path):
     """`query_mode` in the args marks the top-down script, whose `arch` is not an FLS architecture."""
     folder = tmp_path / "Pong__ppo_atari_topdown__adaptive+fixed__2__1"
