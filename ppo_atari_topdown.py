@@ -1,6 +1,10 @@
 # Recurrent PPO on Atari with the top-down attention agent of "Towards Interpretable Reinforcement Learning
 # Using Attention Augmented Agents" (Mott et al. 2019): ConvLSTM vision core, keys / values with a Fourier
 # spatial basis, queries from the policy LSTM. Training loop in the shape of CleanRL's ppo_atari_lstm.py.
+# `--arch` adds the thesis' other two recurrent agents ("Neural architecture impact on identifying temporally
+# extended Reinforcement Learning tasks", 2023, sections 3.2-3.3): `adaptive`, an IMPALA residual vision core
+# and a Transformer-XL policy core over the previous steps (Kumar et al. 2020, "Adaptive Transformers in RL"),
+# and `spatiotemporal`, Mott's spatial attention followed by that temporal core instead of the LSTM.
 import csv
 import dataclasses
 import difflib
@@ -116,6 +120,11 @@ class Args:
     """envpool worker threads for each half of the envs; 0 = one per core"""
 
     # Architecture
+    arch: Literal["mott", "adaptive", "spatiotemporal"] = "mott"
+    """`mott`: ConvLSTM vision core, spatial attention, LSTM policy core (Mott et al. 2019); `adaptive`: IMPALA
+    residual vision core and a Transformer-XL policy core over the previous `memory_len` steps (Kumar et al. 2020);
+    `spatiotemporal`: Mott's vision core and spatial attention (queries from the temporal core's previous output)
+    followed by that Transformer-XL core instead of the LSTM (the thesis' section 3.3)"""
     query_mode: Literal["topdown", "fixed", "l2norm"] = "topdown"
     """queries from the policy LSTM's previous state (the paper's agent), a learned query per head (fixed), or
     no query: attention from each head's key L2 norm (l2norm); section 4.4"""
@@ -135,6 +144,33 @@ class Args:
     """size of the policy MLP's first layer"""
     query_hidden: int = 128
     """hidden size of the query network"""
+
+    # Temporal core (--arch adaptive / spatiotemporal)
+    memory_len: int = 64
+    """M: the previous steps of the same game each step attends over (cached per layer, as in Transformer-XL)"""
+    d_model: int = 128
+    """width of the temporal core (its per-step embedding, attention and output)"""
+    transformer_layers: int = 2
+    """the number of Transformer-XL layers"""
+    transformer_heads: int = 4
+    """attention heads per layer (d_model must be divisible by it)"""
+    transformer_ff: int = 256
+    """hidden size of each layer's position-wise feed-forward network"""
+    gating: Literal["gru", "residual"] = "gru"
+    """how a sub-layer's output joins its input: the GRU-type gate of GTrXL (Parisotto et al. 2020) or a plain residual sum"""
+    adaptive_span: bool = False
+    """if toggled, each head learns how far back it looks: soft mask m_z(x) = clamp((R + z - x) / R, 0, 1) on its
+    attention over distance x, renormalised, with an L1 penalty on z (Sukhbaatar et al. 2019; Kumar et al. 2020)"""
+    span_ramp: int = 16
+    """R: length of the adaptive span's soft ramp, in steps"""
+    span_init: float = 1.0
+    """each head's initial span z as a fraction of memory_len (1: the whole memory; the penalty prunes it)"""
+    span_coef: float = 2e-6
+    """coefficient of the L1 penalty on the spans: coef x the sum of z (in steps) over heads and layers"""
+    impala_channels: tuple[int, ...] = (16, 32, 32)
+    """`adaptive`: channels of the IMPALA residual vision core's stages (Espeholt et al. 2018: 16, 32, 32)"""
+    vision_hidden: int = 256
+    """`adaptive`: size of the fully connected layer after the residual stages"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -422,7 +458,200 @@ def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
     return (summed / coverage).reshape(*attention_map.shape[:-2], *summed.shape[-2:])
 
 
-class Agent(nn.Module):
+class GRUGate(nn.Module):
+    """GTrXL's gating layer g(x, y) (Parisotto et al. 2020, eqs. 9-12), in place of the residual sum x + y:
+    r = sigmoid(W_r y + U_r x), z = sigmoid(W_z y + U_z x - b_g), h = tanh(W_g y + U_g (r * x)),
+    g = (1 - z) * x + z * h. The bias b_g = 2 starts every gate close to the identity (the paper's choice),
+    so an untrained core passes its per-step embedding through."""
+
+    def __init__(self, d_model: int, gate_bias: float = 2.0):
+        super().__init__()
+        self.from_y = nn.Linear(d_model, 3 * d_model, bias=False)  # W_r, W_z, W_g
+        self.from_x = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z
+        self.from_rx = nn.Linear(d_model, d_model, bias=False)  # U_g
+        self.gate_bias = gate_bias
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        wr, wz, wg = self.from_y(y).float().chunk(3, -1)
+        ur, uz = self.from_x(x).float().chunk(2, -1)
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz - self.gate_bias)
+        h = torch.tanh(wg + self.from_rx(r * x).float())
+        return (1.0 - z) * x + z * h
+
+
+class TransformerXLLayer(nn.Module):
+    """One Transformer-XL layer (Dai et al. 2019) in GTrXL's identity-map form (Parisotto et al. 2020): layer
+    norm before the attention and the feed-forward network, a ReLU on each sub-layer's output, and a GRU gate
+    (or a residual sum) joining it to the input. The keys and values are the layer's cached inputs of the
+    previous `memory_len` steps and of the current one; each step is a query.
+
+    Position: a learned bias per head and relative distance 0..memory_len added to the logits (relative
+    position as in T5, Raffel et al. 2020, instead of Transformer-XL's sinusoidal terms: with one query per
+    step the distance is all there is to encode). Adaptive span (Sukhbaatar et al. 2019, as Kumar et al. 2020
+    use it): head h weighs distance x by m_z(x) = clamp((R + z_h - x) / R, 0, 1) and renormalises, i.e.
+    softmax(logits + log m_z); z_h = memory_len x a learned fraction clamped to [0, 1]."""
+
+    def __init__(self, d_model: int, heads: int, ff_hidden: int, memory_len: int, gating: str = "gru",
+                 adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0):
+        super().__init__()
+        self.heads, self.head_size, self.memory_len = heads, d_model // heads, memory_len
+        self.attention_norm = nn.LayerNorm(d_model)
+        self.query = layer_init(nn.Linear(d_model, d_model), std=1.0)
+        self.key_value = layer_init(nn.Linear(d_model, 2 * d_model), std=1.0)
+        self.attention_out = layer_init(nn.Linear(d_model, d_model), std=1.0)
+        self.position_bias = nn.Parameter(torch.zeros(heads, memory_len + 1))  # (heads, distance 0..M)
+        self.ff_norm = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(layer_init(nn.Linear(d_model, ff_hidden)), nn.ReLU(), layer_init(nn.Linear(ff_hidden, d_model), std=1.0))
+        self.attention_gate = GRUGate(d_model) if gating == "gru" else None
+        self.ff_gate = GRUGate(d_model) if gating == "gru" else None
+        self.adaptive_span, self.span_ramp = adaptive_span, span_ramp
+        if adaptive_span:
+            self.span_fraction = nn.Parameter(torch.full((heads,), float(span_init)))  # z_h / memory_len
+
+    def spans(self) -> torch.Tensor:
+        """(heads,) z_h in steps."""
+        return self.span_fraction.clamp(0.0, 1.0) * self.memory_len
+
+    def span_mask(self, distance: torch.Tensor) -> torch.Tensor:
+        """m_z(x) for each head at the distances `distance` (...,) -> (heads, ...)."""
+        spans = self.spans().view(-1, *([1] * distance.dim()))  # (heads, 1, ...)
+        return ((self.span_ramp + spans - distance) / self.span_ramp).clamp(0.0, 1.0)
+
+    def join(self, gate, x, y):
+        return x + y if gate is None else gate(x, y)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor, distance: torch.Tensor):
+        """x (N, T, d): the layer's inputs at the sequence's steps; memory (N, M, d): its inputs at the M steps
+        before; allowed (N, T, M + T): which of [memory, sequence] each step may attend to; distance (T, M + T):
+        how many steps back each of them is (clamped to 0..M). Returns (outputs (N, T, d) in fp32, attention
+        weights (N, heads, T, M + T))."""
+        num_envs, steps, d_model = x.shape
+        context = self.attention_norm(torch.cat([memory.to(x.dtype), x], 1))  # (N, M + T, d)
+        keys_values = self.key_value(context).float().view(num_envs, -1, 2, self.heads, self.head_size)  # (N, M + T, 2, H, d_h)
+        keys, values = keys_values.permute(2, 0, 3, 1, 4)  # (N, H, M + T, d_h) each
+        queries = self.query(context[:, -steps:]).float().view(num_envs, steps, self.heads, self.head_size).transpose(1, 2)  # (N, H, T, d_h)
+        logits = queries @ keys.transpose(-1, -2) / math.sqrt(self.head_size)  # (N, H, T, M + T)
+        logits = logits + self.position_bias[:, distance]  # (H, T, M + T) broadcast over N
+        logits = logits.masked_fill(~allowed[:, None], float("-inf"))  # other episodes, outside the window
+        if self.adaptive_span:  # softmax(logits + log m) = m exp(logits) / sum(m exp(logits))
+            mask = self.span_mask(distance)  # (H, T, M + T); distance 0 always has m = 1
+            logits = logits + torch.where(mask > 0, mask.clamp(min=1e-30).log(), torch.full_like(mask, float("-inf")))
+        weights = torch.softmax(logits, -1)  # (N, H, T, M + T)
+        answers = (weights @ values).transpose(1, 2).reshape(num_envs, steps, d_model)  # (N, H, T, d_h) -> (N, T, H * d_h)
+        x = self.join(self.attention_gate, x, F.relu(self.attention_out(answers).float()))
+        x = self.join(self.ff_gate, x, F.relu(self.ff(self.ff_norm(x)).float()))
+        return x, weights
+
+
+class TemporalCore(nn.Module):
+    """The Transformer-XL policy core of the thesis' Adaptive and Spatio-Temporal agents (sections 3.2-3.3,
+    after Kumar et al. 2020). Its recurrent state is (memory (N, layers, M, d): each layer's inputs at the
+    previous M steps, valid (N, M): 1 where a slot holds a step of the current episode). A step attends over
+    the valid slots and itself; an episode end (`done`: the observation ended it) empties the memory for the
+    step after it. A sequence of T steps is computed at once (causal attention over [memory, sequence] with a
+    window of M steps and no attention across an episode end), which equals T single steps."""
+
+    def __init__(self, d_model: int = 128, layers: int = 2, heads: int = 4, ff_hidden: int = 256, memory_len: int = 64,
+                 gating: str = "gru", adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible into {heads} heads")
+        if memory_len < 1:
+            raise ValueError(f"memory_len {memory_len}: give at least 1")
+        self.d_model, self.memory_len, self.heads, self.span_coef = d_model, memory_len, heads, span_coef
+        self.layers = nn.ModuleList(
+            TransformerXLLayer(d_model, heads, ff_hidden, memory_len, gating, adaptive_span, span_ramp, span_init) for _ in range(layers)
+        )
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        memory = torch.zeros(num_envs, len(self.layers), self.memory_len, self.d_model, device=device)
+        return memory, torch.zeros(num_envs, self.memory_len, device=device)
+
+    def span_loss(self) -> torch.Tensor:
+        """The L1 penalty on the spans: span_coef x the sum of z over heads and layers (0 without adaptive span)."""
+        if not self.layers[0].adaptive_span:
+            return torch.zeros(())
+        return self.span_coef * sum(layer.spans().sum() for layer in self.layers)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, done: torch.Tensor):
+        """x (N, T, d): per-step embeddings; memory, valid: the state before the sequence; done (N, T). Returns
+        (outputs (N, T, d) fp32, (memory, valid) after the sequence, [attention weights (N, heads, T, M + T)] per layer)."""
+        num_envs, steps, _ = x.shape
+        memory_len = self.memory_len
+        episode = F.pad(done.cumsum(1), (1, 0))  # (N, T + 1): episode ends before each step and before the next one
+        key_episode = torch.cat([torch.zeros_like(valid), episode[:, :steps]], 1)  # (N, M + T): memory slots are episode 0
+        key_valid = torch.cat([valid > 0, torch.ones_like(done, dtype=torch.bool)], 1)  # (N, M + T)
+        distance = (memory_len + torch.arange(steps, device=x.device))[:, None] - torch.arange(memory_len + steps, device=x.device)[None]  # (T, M + T)
+        in_window = (distance >= 0) & (distance <= memory_len)  # itself and the M steps before
+        allowed = in_window[None] & key_valid[:, None] & (key_episode[:, None, :] == episode[:, :steps, None])  # (N, T, M + T)
+        distance = distance.clamp(0, memory_len)
+        hidden, new_memory, weights = x.float(), [], []
+        for i, layer in enumerate(self.layers):
+            new_memory.append(torch.cat([memory[:, i], hidden], 1)[:, -memory_len:])  # layer i's inputs at the last M steps: (N, M, d)
+            hidden, layer_weights = layer(hidden, memory[:, i], allowed, distance)
+            weights.append(layer_weights)
+        # the slots the step after the sequence may attend to: those of its own episode (none after a done)
+        next_valid = (key_valid & (key_episode == episode[:, steps:])).float()[:, -memory_len:]  # (N, M)
+        memory = torch.stack(new_memory, 1) * next_valid[:, None, :, None]  # (N, layers, M, d), emptied slots are zeros
+        return hidden, (memory, next_valid), weights
+
+
+class ResidualBlock(nn.Module):
+    """IMPALA's residual block (Espeholt et al. 2018): x + conv(relu(conv(relu(x)))), 3x3 convolutions."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv1 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.conv1(F.relu(self.conv0(F.relu(x))))
+
+
+class ConvSequence(nn.Module):
+    """One IMPALA stage: 3x3 convolution, 3x3 max-pool with stride 2, two residual blocks (h -> ceil(h / 2))."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = layer_init(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.res0, self.res1 = ResidualBlock(out_channels), ResidualBlock(out_channels)
+
+    def forward(self, x, first_weight_scale: float = 1.0):
+        x = F.conv2d(x, self.conv.weight * first_weight_scale, self.conv.bias, padding=1)
+        x = F.max_pool2d(x, 3, stride=2, padding=1)
+        return self.res1(self.res0(x))
+
+
+class RecurrentPolicy(nn.Module):
+    """Policy and value heads on `unroll`'s output, shared by the three architectures."""
+
+    def get_value(self, x, state, prev_action, prev_reward, done):
+        hidden, _ = self.unroll(x, state, prev_action, prev_reward, done)
+        return self.critic(hidden).float()
+
+    def get_action_and_value(self, x, state, prev_action, prev_reward, done, action=None, deterministic=False):
+        hidden, state = self.unroll(x, state, prev_action, prev_reward, done)
+        logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = logits.argmax(-1) if deterministic else probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
+
+    def span_loss(self) -> torch.Tensor:
+        """The adaptive-span L1 penalty to add to the loss (0 for cores without one)."""
+        return self.temporal.span_loss() if hasattr(self, "temporal") else torch.zeros(())
+
+    def default_previous(self, num_envs: int, device, prev_action=None, prev_reward=None):
+        """`attention_maps`' previous action / reward when not given: "none" and 0 (an episode's first step)."""
+        if prev_action is None:
+            prev_action = torch.full((num_envs,), self.num_actions, dtype=torch.long, device=device)
+        if prev_reward is None:
+            prev_reward = torch.zeros(num_envs, device=device)
+        return prev_action, prev_reward
+
+
+class Agent(RecurrentPolicy):
     """The top-down attention agent of the paper's Figure 1. Vision core: 3 convolutions and a ConvLSTM
     (eq. 1) whose output is split along channels into keys K and values V; the spatial basis S is
     concatenated to both. Queries (eq. 2) come from the previous state of the policy LSTM through an MLP;
@@ -545,22 +774,11 @@ class Agent(nn.Module):
             core_h, core_c = core_h * mask[:, None], core_c * mask[:, None]
         return torch.cat(outputs), (vision_h, vision_c, core_h, core_c)  # (T * N, core_hidden)
 
-    def get_value(self, x, state, prev_action, prev_reward, done):
-        hidden, _ = self.unroll(x, state, prev_action, prev_reward, done)
-        return self.critic(hidden).float()
-
-    def get_action_and_value(self, x, state, prev_action, prev_reward, done, action=None, deterministic=False):
-        hidden, state = self.unroll(x, state, prev_action, prev_reward, done)
-        logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
-        probs = Categorical(logits=logits)
-        if action is None:
-            action = logits.argmax(-1) if deterministic else probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
-
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, state) -> dict[str, torch.Tensor]:
+    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
         """{"attention": (N, heads, 17, 17)}: each head's spatial softmax (eq. 4, sums to 1 over space) for the
-        observations x (N, 4, 84, 84) seen with `state`, the recurrent state before them."""
+        observations x (N, 4, 84, 84) seen with `state`, the recurrent state before them (the previous action and
+        reward, taken by every architecture's `attention_maps`, do not change them)."""
         attention = self._attention_step(x, state)[2]
         return {"attention": attention.view(x.shape[0], self.num_queries, 17, 17)}  # (N, heads, h*w) -> (N, heads, h, w)
 
@@ -581,14 +799,205 @@ class Agent(nn.Module):
         return self.attend(vision_h, core_h)
 
 
-def make_agent(args: Args, num_actions: int) -> Agent:
+class AdaptiveAgent(RecurrentPolicy):
+    """The thesis' Adaptive agent (section 3.2, after Kumar et al. 2020, "Adaptive Transformers in RL"). Vision
+    core: IMPALA's residual network (Espeholt et al. 2018: three stages of convolution, max-pool and two
+    residual blocks, 84 -> 42 -> 21 -> 11, then ReLU and a fully connected layer). Per-step embedding: a linear
+    map of [vision features, previous clipped reward, one-hot previous action] to d_model. Policy core: the
+    Transformer-XL `TemporalCore` over the previous `memory_len` steps of the same game, optionally with
+    adaptive attention spans; policy and value heads read its output.
+
+    The recurrent state is the core's (memory (N, layers, M, d), valid (N, M)). The vision core has no
+    recurrence, so a whole sequence is computed at once in the update; `unroll` takes and returns what
+    `Agent.unroll` does."""
+
+    def __init__(self, num_actions: int, impala_channels=(16, 32, 32), vision_hidden: int = 256, d_model: int = 128,
+                 transformer_layers: int = 2, transformer_heads: int = 4, transformer_ff: int = 256, memory_len: int = 64,
+                 gating: str = "gru", adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):
+        super().__init__()
+        self.num_actions = num_actions
+        channels = [4, *impala_channels]
+        self.stages = nn.ModuleList(ConvSequence(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
+        size = 84
+        for _ in impala_channels:
+            size = (size + 1) // 2  # max-pool 3x3, stride 2, padding 1
+        self.vision_fc = layer_init(nn.Linear(channels[-1] * size * size, vision_hidden))
+        self.embed = layer_init(nn.Linear(vision_hidden + 1 + num_actions, d_model), std=1.0)
+        self.temporal = TemporalCore(d_model, transformer_layers, transformer_heads, transformer_ff, memory_len, gating,
+                                     adaptive_span, span_ramp, span_init, span_coef)
+        self.actor = layer_init(nn.Linear(d_model, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(d_model, 1), std=1)
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
+        return self.temporal.initial_state(num_envs, device)
+
+    def vision_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, 84, 84) uint8 -> (B, vision_hidden). The first convolution of x / 255 is conv(x, w / 255) + b."""
+        autocast_on = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
+        h = x.to(dtype=dtype, memory_format=torch.channels_last)
+        for i, stage in enumerate(self.stages):
+            h = stage(h, 1.0 / 255.0 if i == 0 else 1.0)  # (B, C_i, 84 / 2^(i+1) rounded up, ...)
+        return F.relu(self.vision_fc(F.relu(h).flatten(1)))  # (B, C * 11 * 11) -> (B, vision_hidden)
+
+    def embed_steps(self, x, prev_action, prev_reward) -> torch.Tensor:
+        """(B, ...) steps -> (B, d_model) per-step embeddings."""
+        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (B, A)
+        return self.embed(torch.cat([self.vision_features(x), prev_reward[:, None].to(x.device), prev_action.float()], 1)).float()
+
+    def unroll(self, x, state, prev_action, prev_reward, done):
+        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
+        at its start. Returns the core outputs (T * N, d_model) and the state after the sequence."""
+        memory, valid = state
+        num_envs = memory.shape[0]
+        steps = self.embed_steps(x, prev_action, prev_reward)  # (T * N, d)
+        steps = steps.view(-1, num_envs, steps.shape[-1]).transpose(0, 1)  # (T, N, d) -> (N, T, d)
+        outputs, state, _ = self.temporal(steps, memory, valid, done.view(-1, num_envs).transpose(0, 1))  # done: (T, N) -> (N, T)
+        return outputs.transpose(0, 1).reshape(-1, outputs.shape[-1]), state  # (N, T, d) -> (T, N, d) -> (T * N, d)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
+        """{"temporal": (N, heads, memory_len + 1)}: the last layer's attention of the step x (N, 4, 84, 84), seen
+        with `state`, over the previous memory_len steps and itself, oldest first (index j is memory_len - j
+        steps back; the last is the current step). Each row sums to 1; steps before the episode start get 0.
+        `prev_action` / `prev_reward` (N,) default to an episode's first step ("none", 0)."""
+        prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
+        memory, valid = state
+        steps = self.embed_steps(x, prev_action, prev_reward)[:, None]  # (N, 1, d)
+        _, _, weights = self.temporal(steps, memory, valid, torch.zeros(x.shape[0], 1, device=x.device))
+        return {"temporal": weights[-1][:, :, 0]}  # (N, heads, 1, M + 1) -> (N, heads, M + 1)
+
+
+class SpatioTemporalAgent(Agent):
+    """The thesis' Spatio-Temporal agent (section 3.3): Mott's vision core and top-down spatial attention
+    (eqs. 1-5, `Agent`), its queries computed from the temporal core's previous output, and the Transformer-XL
+    `TemporalCore` in place of the policy LSTM: the policy MLP's output (size d_model) is the step's embedding,
+    and the core attends over the previous `memory_len` steps of the same game. `query_mode` works as in `Agent`.
+
+    The recurrent state is (vision h, vision c, memory (N, layers, M, d), valid (N, M), previous core output (N, d))."""
+
+    def __init__(self, num_actions: int, query_mode: str = "topdown", num_queries: int = 4, key_channels: int = 8,
+                 value_channels: int = 120, basis_frequencies: int = 4, conv_channels: int = 64, mlp_hidden: int = 512,
+                 query_hidden: int = 128, d_model: int = 128, transformer_layers: int = 2, transformer_heads: int = 4,
+                 transformer_ff: int = 256, memory_len: int = 64, gating: str = "gru", adaptive_span: bool = False,
+                 span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):
+        super().__init__(num_actions, query_mode, num_queries, key_channels, value_channels, basis_frequencies, conv_channels,
+                         core_hidden=d_model, mlp_hidden=mlp_hidden, query_hidden=query_hidden)
+        del self.lstm  # replaced by the temporal core; queries, policy MLP and heads are d_model wide
+        self.temporal = TemporalCore(d_model, transformer_layers, transformer_heads, transformer_ff, memory_len, gating,
+                                     adaptive_span, span_ramp, span_init, span_coef)
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
+        vision = torch.zeros(num_envs, self.key_channels + self.value_channels, 17, 17, device=device)
+        memory, valid = self.temporal.initial_state(num_envs, device)
+        return (vision, vision.clone(), memory, valid, torch.zeros(num_envs, self.temporal.d_model, device=device))
+
+    def step(self, input_gates, extra_inputs, state, done):
+        """One step from the ConvLSTM's input gates (N, 4 C_lstm, 17, 17) and [previous reward, one-hot previous
+        action] (N, 1 + A). Returns (core output (N, d), state after it (reset where done), spatial attention
+        (N, heads, h*w), temporal weights of each layer [(N, heads, 1, M + 1)])."""
+        vision_h, vision_c, memory, valid, core_h = state
+        vision_h, vision_c = self.conv_lstm(input_gates, (vision_h, vision_c))  # eq. 1
+        answers, queries, attention, _, _ = self.attend(vision_h, core_h)  # queries from the previous core output
+        core_input = [answers.flatten(1)] + ([] if queries is None else [queries.flatten(1)]) + [extra_inputs]
+        embedding = self.core_mlp(torch.cat(core_input, 1)).float()[:, None]  # (N, 1, d)
+        core_h, (memory, valid), weights = self.temporal(embedding, memory, valid, done[:, None])  # the core resets its memory itself
+        core_h = core_h[:, 0]  # (N, 1, d) -> (N, d)
+        mask = 1.0 - done  # an episode ended at this observation: the next one starts from zeros
+        vision_h, vision_c = vision_h * mask[:, None, None, None], vision_c * mask[:, None, None, None]
+        return core_h, (vision_h, vision_c, memory, valid, core_h * mask[:, None]), attention, weights
+
+    def unroll(self, x, state, prev_action, prev_reward, done):
+        """As `Agent.unroll`: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state at the start.
+        Returns the core outputs (T * N, d_model) and the state after the sequence."""
+        num_envs = state[0].shape[0]
+        input_gates = self.vision_features(x)
+        input_gates = input_gates.reshape(-1, num_envs, *input_gates.shape[1:])  # (T, N, 4 C_lstm, 17, 17)
+        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (T * N, A)
+        extra_inputs = torch.cat([prev_reward[:, None], prev_action.float()], 1).reshape(-1, num_envs, 1 + self.num_actions)  # (T, N, 1 + A)
+        done = done.reshape(-1, num_envs)  # (T, N)
+        outputs = []
+        for t in range(input_gates.shape[0]):
+            core_h, state, _, _ = self.step(input_gates[t], extra_inputs[t], state, done[t])
+            outputs.append(core_h)
+        return torch.cat(outputs), state  # (T * N, d_model)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
+        """{"attention": (N, heads, 17, 17) spatial softmaxes (eq. 4), "temporal": (N, temporal heads, memory_len + 1)
+        the temporal core's last layer over the previous memory_len steps and the current one, oldest first, each
+        row summing to 1} for the observations x (N, 4, 84, 84) seen with `state`. `prev_action` / `prev_reward`
+        (N,), which only the temporal weights depend on, default to an episode's first step ("none", 0)."""
+        prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
+        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # (N, A)
+        extra_inputs = torch.cat([prev_reward[:, None].to(x.device), prev_action.float()], 1)  # (N, 1 + A)
+        zeros = torch.zeros(x.shape[0], device=x.device)
+        _, _, attention, weights = self.step(self.vision_features(x), extra_inputs, state, zeros)
+        return {"attention": attention.view(x.shape[0], self.num_queries, 17, 17),  # (N, heads, h*w) -> (N, heads, h, w)
+                "temporal": weights[-1][:, :, 0]}  # (N, heads, 1, M + 1) -> (N, heads, M + 1)
+
+    def _attention_step(self, x, state):
+        vision_h, vision_c, _, _, core_h = state
+        vision_h, _ = self.conv_lstm(self.vision_features(x), (vision_h, vision_c))
+        return self.attend(vision_h, core_h)
+
+
+def make_agent(args: Args, num_actions: int) -> nn.Module:
+    temporal = dict(d_model=args.d_model, transformer_layers=args.transformer_layers, transformer_heads=args.transformer_heads,
+                    transformer_ff=args.transformer_ff, memory_len=args.memory_len, gating=args.gating, adaptive_span=args.adaptive_span,
+                    span_ramp=args.span_ramp, span_init=args.span_init, span_coef=args.span_coef)
+    if args.arch == "adaptive":
+        return AdaptiveAgent(num_actions, tuple(args.impala_channels), args.vision_hidden, **temporal)
+    if args.arch == "spatiotemporal":
+        return SpatioTemporalAgent(num_actions, args.query_mode, args.num_queries, args.key_channels, args.value_channels,
+                                   args.basis_frequencies, args.conv_channels, args.mlp_hidden, args.query_hidden, **temporal)
     return Agent(num_actions, args.query_mode, args.num_queries, args.key_channels, args.value_channels, args.basis_frequencies,
                  args.conv_channels, args.core_hidden, args.mlp_hidden, args.query_hidden)
 
 
 def variant_name(args: Args) -> str:
-    """The architecture's name in run folders and checkpoints."""
-    return args.query_mode
+    """The architecture's name in run folders and checkpoints: the query mode for `mott` (`topdown`, `fixed`,
+    `l2norm`), else the arch, its query mode when not topdown, and `span` with adaptive spans."""
+    if args.arch == "mott":
+        return args.query_mode
+    query = f"_{args.query_mode}" if args.arch == "spatiotemporal" and args.query_mode != "topdown" else ""
+    return f"{args.arch}{query}{'_span' if args.adaptive_span else ''}"
+
+
+# the settings only some architectures read: giving one to another is refused rather than silently ignored
+TEMPORAL_FIELDS = ("memory_len", "d_model", "transformer_layers", "transformer_heads", "transformer_ff", "gating", "adaptive_span")
+SPAN_FIELDS = ("span_ramp", "span_init", "span_coef")
+IMPALA_FIELDS = ("impala_channels", "vision_hidden")
+MOTT_FIELDS = ("query_mode", "num_queries", "key_channels", "value_channels", "basis_frequencies", "conv_channels", "mlp_hidden", "query_hidden")
+
+
+def arch_error(args: Args) -> Optional[str]:
+    """One line saying what is wrong with the architecture settings, or None."""
+    defaults = Args()
+    flag = lambda fields: ", ".join(f"--{f.replace('_', '-')}" for f in fields)  # noqa: E731
+    changed = lambda fields: [f for f in fields if getattr(args, f) != getattr(defaults, f)]  # noqa: E731
+    users = {"mott": MOTT_FIELDS + ("core_hidden",), "adaptive": TEMPORAL_FIELDS + SPAN_FIELDS + IMPALA_FIELDS,
+             "spatiotemporal": MOTT_FIELDS + TEMPORAL_FIELDS + SPAN_FIELDS}
+    for fields, used_by in ((TEMPORAL_FIELDS + SPAN_FIELDS, "adaptive or spatiotemporal"), (IMPALA_FIELDS, "adaptive"),
+                            (MOTT_FIELDS, "mott or spatiotemporal"), (("core_hidden",), "mott (the temporal core is --d-model wide)")):
+        unused = [f for f in changed(fields) if f not in users[args.arch]]
+        if unused:
+            return f"error: {flag(unused)} only apply to --arch {used_by}, not --arch {args.arch}"
+    if args.arch == "mott":
+        return None
+    if not args.adaptive_span and changed(SPAN_FIELDS):
+        return f"error: {flag(changed(SPAN_FIELDS))} only apply with --adaptive-span"
+    if args.memory_len < 1:
+        return f"error: --memory-len {args.memory_len}: give at least 1"
+    if args.transformer_layers < 1 or args.transformer_heads < 1 or args.d_model < 1 or args.transformer_ff < 1:
+        return "error: --transformer-layers, --transformer-heads, --d-model and --transformer-ff must be at least 1"
+    if args.d_model % args.transformer_heads:
+        return f"error: --d-model {args.d_model} is not divisible into --transformer-heads {args.transformer_heads}"
+    if args.span_ramp < 1 or not 0.0 <= args.span_init <= 1.0 or args.span_coef < 0:
+        return f"error: --span-ramp {args.span_ramp} must be at least 1, --span-init {args.span_init} in [0, 1], --span-coef {args.span_coef} non-negative"
+    if args.arch == "adaptive" and (not args.impala_channels or min(args.impala_channels) < 1 or args.vision_hidden < 1):
+        return f"error: --impala-channels {' '.join(map(str, args.impala_channels))} and --vision-hidden {args.vision_hidden} must be positive"
+    return None
 
 
 def compute_gae(rewards, values, dones, terminals, next_value, next_done, next_terminal, gamma, gae_lambda):
@@ -662,12 +1071,18 @@ def what_where_image(rgb: np.ndarray, attention: torch.Tensor, share: torch.Tens
 
 
 def play_and_capture(agent, game, seed, device, autocast, num_states=4, spacing=40):
-    """Plays one rendered game and keeps `num_states` (rgb, obs, state before obs) triples, `spacing` steps apart."""
+    """Plays one rendered game and keeps `num_states` captures, `spacing` steps apart: (rgb, obs, state before
+    obs, previous action, previous reward, the RGB frames of the previous memory_len steps and this one, oldest
+    first and None before the game's start; empty for agents without a temporal core)."""
     env = RenderedAtari(game, seed)
+    history_len = agent.temporal.memory_len + 1 if hasattr(agent, "temporal") else 0
     obs, memory, captured, lives = env.reset(), Memory(agent, 1, device), [], env.ale.lives()
+    history = [None] * history_len
     for step in range(num_states * spacing):
+        if history_len:
+            history = history[1:] + [env.rgb()]
         if step % spacing == spacing - 1:
-            captured.append((env.rgb(), obs.clone(), memory.state))
+            captured.append((env.rgb(), obs.clone(), memory.state, memory.prev_action, memory.prev_reward, list(history)))
         with torch.no_grad(), autocast():
             action = memory.act(agent, obs[None].to(device))
         obs, reward, done = env.step(int(action))
@@ -675,41 +1090,100 @@ def play_and_capture(agent, game, seed, device, autocast, num_states=4, spacing=
         memory.observe(reward, done or life_lost)
         if done:
             obs, memory, lives = env.reset(), Memory(agent, 1, device), env.ale.lives()
+            history = [None] * history_len
     return captured
 
 
+def temporal_cells(weights: torch.Tensor, width: int, row_height: int = 8) -> np.ndarray:
+    """Temporal weights (heads, memory_len + 1), oldest step first, as coloured cells spread over `width` pixels:
+    a row per head, viridis, each head scaled by its maximum (bright = attended). (heads x row_height, width, 3)."""
+    import matplotlib
+
+    weights = weights.float().cpu()
+    scaled = (weights / weights.amax(-1, keepdim=True).clamp(min=1e-12)).numpy()  # (heads, M + 1)
+    colours = (255 * matplotlib.colormaps["viridis"](scaled)[..., :3]).astype(np.uint8)  # (heads, M + 1, 3)
+    columns = np.arange(width) * scaled.shape[1] // width  # the step each pixel column shows
+    return np.repeat(colours[:, columns], row_height, 0)  # (heads, width, 3) -> (heads x row_height, width, 3)
+
+
+def temporal_strip(history: list, weights: torch.Tensor, thumb_width: int = 32) -> np.ndarray:
+    """The frames the temporal attention points to: thumbnails of the previous memory_len steps and the current
+    one (oldest first, black before the game's start) with, under each, the weight every head gives it
+    (`temporal_cells`). (thumbnail height + 2 + heads x 8, (memory_len + 1) x thumb_width, 3) uint8."""
+    thumb_height = round(210 * thumb_width / 160)
+    thumbs = []
+    for rgb in history:
+        if rgb is None:
+            thumbs.append(np.zeros((thumb_height, thumb_width, 3), dtype=np.uint8))
+            continue
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()  # (1, 3, 210, 160)
+        small = F.interpolate(image, size=(thumb_height, thumb_width), mode="area")[0].permute(1, 2, 0)  # (h, w, 3)
+        thumbs.append(small.round().clamp(0, 255).to(torch.uint8).numpy())
+    film = np.concatenate(thumbs, 1)  # (h, (M + 1) w, 3)
+    separator = np.full((2, film.shape[1], 3), 255, dtype=np.uint8)
+    return np.concatenate([film, separator, temporal_cells(weights, film.shape[1])], 0)
+
+
 def save_attention_grid(agent, game, seed, device, autocast, path, num_states=4, spacing=40):
-    """PNG grid, one row per evaluation state: RGB frame | each head's attention on it | each head's what/where."""
+    """PNG grid, one row per evaluation state: RGB frame | each head's attention on it | each head's what/where
+    (spatial heads, where the arch has them); for a temporal core, under it the strip of the frames of the
+    previous memory_len steps with each temporal head's weight on them (`temporal_strip`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     captured = play_and_capture(agent, game, seed, device, autocast, num_states, spacing)
-    heads = agent.num_queries
+    heads = agent.num_queries if hasattr(agent, "what_where") else 0
     titles = ["frame"] + [f"head {n + 1}" for n in range(heads)] + [f"head {n + 1} what (red) / where (blue)" for n in range(heads)]
-    fig, axes = plt.subplots(len(captured), 1 + 2 * heads, figsize=(2.2 * (1 + 2 * heads), 3.0 * len(captured)), squeeze=False)
-    for row, (rgb, obs, state) in enumerate(captured):
+    temporal = hasattr(agent, "temporal")
+    columns = 1 + 2 * heads
+    if temporal:
+        width = max(columns, 7)
+        fig = plt.figure(figsize=(2.2 * width, 4.4 * len(captured)))
+        layout = fig.add_gridspec(2 * len(captured), width, height_ratios=[3.0, 1.4] * len(captured))
+        axes = [[fig.add_subplot(layout[2 * row, col]) for col in range(columns)] for row in range(len(captured))]
+    else:
+        fig, axes = plt.subplots(len(captured), columns, figsize=(2.2 * columns, 3.0 * len(captured)), squeeze=False)
+    for row, (rgb, obs, state, prev_action, prev_reward, history) in enumerate(captured):
         with torch.no_grad():
-            attention = agent.attention_maps(obs[None].to(device), state)["attention"][0]  # (heads, 17, 17)
-            share = agent.what_where(obs[None].to(device), state)[0]  # (heads, 17, 17)
-        images = [rgb] + [head_overlay(rgb, attention[n]) for n in range(heads)] + [what_where_image(rgb, attention[n], share[n]) for n in range(heads)]
+            maps = agent.attention_maps(obs[None].to(device), state, prev_action, prev_reward)
+        images = [rgb]
+        if heads:
+            attention = maps["attention"][0]  # (heads, 17, 17)
+            with torch.no_grad():
+                share = agent.what_where(obs[None].to(device), state)[0]  # (heads, 17, 17)
+            images += [head_overlay(rgb, attention[n]) for n in range(heads)] + [what_where_image(rgb, attention[n], share[n]) for n in range(heads)]
         for col, image in enumerate(images):
-            axes[row, col].imshow(image)
-            axes[row, col].set_xticks([])
-            axes[row, col].set_yticks([])
+            axes[row][col].imshow(image)
+            axes[row][col].set_xticks([])
+            axes[row][col].set_yticks([])
             if row == 0:
-                axes[row, col].set_title(titles[col], fontsize=7)
+                axes[row][col].set_title(titles[col], fontsize=7)
+        if temporal:
+            strip_axis = fig.add_subplot(layout[2 * row + 1, :])
+            strip_axis.imshow(temporal_strip(history, maps["temporal"][0]), aspect="auto")
+            strip_axis.set_xticks([])
+            strip_axis.set_yticks([])
+            strip_axis.set_title(f"temporal attention of the last layer's {maps['temporal'].shape[1]} heads (a row each, scaled per head) over the "
+                                 f"previous {maps['temporal'].shape[2] - 1} steps' frames, oldest left, current step right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def video_frame(agent, rgb: np.ndarray, obs: torch.Tensor, state) -> np.ndarray:
-    """One video frame: the RGB frame | each head's attention on it. obs: (4, 84, 84) uint8, state: the
-    recurrent state it is seen with. (210, 160 x (heads + 1), 3)."""
-    attention = agent.attention_maps(obs[None], state)["attention"][0]  # (heads, 17, 17)
-    return np.concatenate([rgb] + [head_overlay(rgb, attention[n]) for n in range(attention.shape[0])], axis=1)
+def video_frame(agent, rgb: np.ndarray, obs: torch.Tensor, state, prev_action=None, prev_reward=None) -> np.ndarray:
+    """One video frame: the RGB frame | each spatial head's attention on it, and for a temporal core a strip
+    under them with each temporal head's weights over the previous memory_len steps and the current one
+    (`temporal_cells`, oldest left). obs: (4, 84, 84) uint8, state: the recurrent state it is seen with,
+    prev_action / prev_reward (1,) the step's. (210 [+ temporal heads x 8], 160 x (spatial heads + 1), 3)."""
+    maps = agent.attention_maps(obs[None], state, prev_action, prev_reward)
+    attention = maps.get("attention")
+    panels = [rgb] + ([] if attention is None else [head_overlay(rgb, attention[0, n]) for n in range(attention.shape[1])])
+    frame = np.concatenate(panels, axis=1)
+    if "temporal" in maps:
+        frame = np.concatenate([frame, temporal_cells(maps["temporal"][0], frame.shape[1])], axis=0)
+    return frame
 
 
 def record_video(agent, game, seed, device, autocast, path, deterministic=False):
@@ -723,7 +1197,7 @@ def record_video(agent, game, seed, device, autocast, path, deterministic=False)
     with imageio.get_writer(path, fps=15, macro_block_size=1) as video:  # streamed: long episodes stay out of memory
         while not done:
             with torch.no_grad(), autocast():
-                video.append_data(video_frame(agent, env.rgb(), obs.to(device), memory.state))
+                video.append_data(video_frame(agent, env.rgb(), obs.to(device), memory.state, memory.prev_action, memory.prev_reward))
                 action = memory.act(agent, obs[None].to(device), deterministic=deterministic)
             obs, reward, done = env.step(int(action))
             life_lost, lives = env.ale.lives() < lives, env.ale.lives()
@@ -797,6 +1271,8 @@ if __name__ == "__main__":
         sys.exit(f"error: --num-envs {args.num_envs} is not divisible by --num-minibatches {args.num_minibatches} (minibatches are made of whole environments)")
     if args.query_mode == "l2norm" and args.key_channels % args.num_queries:
         sys.exit(f"error: --query-mode l2norm gives each of the {args.num_queries} heads an equal slice of the --key-channels {args.key_channels}: make them divisible")
+    if arch_error(args) is not None:
+        sys.exit(arch_error(args))
     if checkpoint is not None:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
         run_name = os.path.basename(run_dir)
@@ -927,7 +1403,8 @@ if __name__ == "__main__":
     next_obs = torch.zeros((args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
     next_done = torch.zeros(args.num_envs, device=device)
     next_terminal = torch.zeros(args.num_envs, device=device)
-    # recurrent inputs of the next step: state (vision h, c; core h, c), previous action ("none" = num_actions) and reward
+    # recurrent inputs of the next step: state (mott: vision h, c, core h, c; adaptive: memory, valid; spatiotemporal: vision h,
+    # c, memory, valid, core output; env dimension first), previous action ("none" = num_actions) and reward
     next_state = agent.initial_state(args.num_envs, device)
     next_prev_action = torch.full((args.num_envs,), num_actions, dtype=torch.long, device=device)
     next_prev_reward = torch.zeros(args.num_envs, device=device)
@@ -1106,6 +1583,8 @@ if __name__ == "__main__":
 
                 entropy_loss = (entropy * mb_valid).sum() / num_valid
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                if args.adaptive_span:  # Sukhbaatar et al. 2019: L1 penalty on the learned attention spans
+                    loss = loss + agent.span_loss()
 
                 optimizer.zero_grad()
                 loss.backward()
@@ -1148,6 +1627,8 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         writer.add_scalar("debug/replay_logprob_error", replay_logprob_error, global_step)
         writer.add_scalar("debug/replay_value_error", replay_value_error, global_step)
+        if args.adaptive_span:
+            writer.add_scalar("charts/mean_span", float(torch.cat([layer.spans() for layer in agent.temporal.layers]).mean()), global_step)
         writer.add_scalar("perf/env_s", env_time, global_step)
         writer.add_scalar("perf/policy_s", policy_time, global_step)
         writer.add_scalar("perf/update_s", update_time, global_step)

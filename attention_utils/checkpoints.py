@@ -148,7 +148,8 @@ def input_saliency(loaded: LoadedAgent) -> Optional[Saliency]:
         own_saliency = hasattr(agent, "saliency")
         if own_saliency and agent.saliency(probe) is None:
             return None
-        if not own_saliency and not (agent.attention_maps(probe, agent.initial_state(1, probe.device)) if recurrent else agent.attention_maps(probe)):
+        # no spatial map: e.g. the top-down script's `adaptive` arch, whose attention is over past steps only
+        if not own_saliency and "attention" not in (agent.attention_maps(probe, agent.initial_state(1, probe.device)) if recurrent else agent.attention_maps(probe)):
             return None
 
     @torch.no_grad()
