@@ -1,0 +1,373 @@
+"""ppo_atari_topdown.py --arch adaptive / spatiotemporal: the Transformer-XL core's memory (window, episode ends,
+replay equivalence), the adaptive span, temporal and spatial maps, bad settings, and tiny end-to-end runs through
+the real entry point with checkpoint, resume, pictures and the attention_utils tools."""
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import matplotlib.image
+import pytest
+import torch
+
+from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
+
+SCRIPT = REPO / "ppo_atari_topdown.py"
+MEMORY = 4  # shorter than the test sequences, so the window slides
+TEMPORAL = dict(d_model=32, transformer_ff=32, memory_len=MEMORY)
+ADAPTIVE = dict(impala_channels=(8, 8, 8), vision_hidden=32, **TEMPORAL)
+SPATIOTEMPORAL = dict(conv_channels=16, value_channels=24, mlp_hidden=32, query_hidden=32, **TEMPORAL)
+ARCHS = {
+    "adaptive": ADAPTIVE,
+    "adaptive_span": dict(ADAPTIVE, adaptive_span=True, span_ramp=2, span_init=0.5),
+    "adaptive_residual": dict(ADAPTIVE, gating="residual"),
+    "spatiotemporal": SPATIOTEMPORAL,
+    "spatiotemporal_span": dict(SPATIOTEMPORAL, adaptive_span=True, span_ramp=2, span_init=0.5),
+}
+TEMPORAL_FLAGS = ["--d-model", "32", "--transformer-ff", "32", "--memory-len", "8"]
+FLAGS = {
+    "adaptive": ["--arch", "adaptive", "--impala-channels", "8", "8", "8", "--vision-hidden", "32", *TEMPORAL_FLAGS],
+    "spatiotemporal": ["--arch", "spatiotemporal", "--conv-channels", "16", "--value-channels", "24", "--mlp-hidden", "32",
+                       "--query-hidden", "32", *TEMPORAL_FLAGS, "--adaptive-span", "--span-ramp", "4"],
+}
+TINY = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+        "--eval-episodes", "1", "--eval-freq", "32", "--save-freq", "32", "--torch-threads", "1", "--env-threads", "1",
+        "--precision", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def topdown():
+    return load_module(SCRIPT, "ppo_atari_topdown")
+
+
+def make(topdown, name, num_actions=5):
+    params = ARCHS[name]
+    cls = topdown.AdaptiveAgent if name.startswith("adaptive") else topdown.SpatioTemporalAgent
+    return cls(num_actions, **params)
+
+
+def run_topdown(args, cwd, timeout=600):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def random_inputs(count, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (count, 4, 84, 84), dtype=torch.uint8, generator=generator)
+
+
+def rollout_step_by_step(agent, obs, dones, num_envs):
+    """What the training loop does: one step at a time, the state carried (and emptied after an episode's last
+    observation), previous action ("none" after a reset) and reward fed back."""
+    steps = obs.shape[0] // num_envs
+    state = agent.initial_state(num_envs, "cpu")
+    prev_action = torch.full((num_envs,), agent.num_actions, dtype=torch.long)
+    prev_reward = torch.zeros(num_envs)
+    rewards = torch.tensor([-1.0, 0.0, 1.0])[torch.arange(steps * num_envs) % 3].view(steps, num_envs)
+    stored = {k: [] for k in ("actions", "logprobs", "values", "prev_actions", "prev_rewards")}
+    states = [state]  # states[t]: the state step t starts from
+    for t in range(steps):
+        rows = slice(t * num_envs, (t + 1) * num_envs)
+        stored["prev_actions"].append(prev_action)
+        stored["prev_rewards"].append(prev_reward)
+        with torch.no_grad():
+            action, logprob, _, value, state = agent.get_action_and_value(obs[rows], state, prev_action, prev_reward, dones[rows])
+        stored["actions"].append(action)
+        stored["logprobs"].append(logprob)
+        stored["values"].append(value.flatten())
+        prev_action = torch.where(dones[rows].bool(), agent.num_actions, action)
+        prev_reward = rewards[t] * (1.0 - dones[rows])
+        states.append(state)
+    return {k: torch.cat(v) for k, v in stored.items()}, states
+
+
+# ---------------------------------------------------------------------------------------------------
+# recurrent correctness: the update path replays the rollout exactly
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_replay_reproduces_rollout_across_episode_ends(topdown, name):
+    torch.manual_seed(2)
+    num_envs, steps = 3, 11
+    agent = make(topdown, name)
+    obs = random_inputs(steps * num_envs, seed=3)
+    dones = torch.zeros(steps, num_envs)
+    dones[3, 0] = dones[4, 0] = dones[6, 1] = 1.0  # episode ends mid-rollout, twice in a row for env 0
+    dones = dones.flatten()
+    stored, states = rollout_step_by_step(agent, obs, dones, num_envs)
+    initial = agent.initial_state(num_envs, "cpu")
+    with torch.no_grad():  # the whole sequence at once (the adaptive agent's core attends over it in one pass)
+        _, logprobs, _, values, replay_state = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], dones, stored["actions"])
+    assert torch.allclose(logprobs, stored["logprobs"], atol=1e-5), (logprobs - stored["logprobs"]).abs().max()
+    assert torch.allclose(values.flatten(), stored["values"], atol=1e-5)
+    for a, b in zip(replay_state, states[-1]):  # the state left for the next rollout is the same too
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    # env subsets (the update's minibatches of whole envs) replay the same way
+    envs = [2, 0]
+    subset = torch.arange(steps * num_envs).view(steps, num_envs)[:, envs].flatten()
+    with torch.no_grad():
+        _, sub_logprobs, _, _, _ = agent.get_action_and_value(
+            obs[subset], tuple(s[envs] for s in initial), stored["prev_actions"][subset], stored["prev_rewards"][subset], dones[subset], stored["actions"][subset]
+        )
+    assert torch.allclose(sub_logprobs, stored["logprobs"][subset], atol=1e-5)
+    # a replay from the middle, from the state the rollout had there (the next rollout's start)
+    middle = 5 * num_envs
+    with torch.no_grad():
+        _, late, _, _, _ = agent.get_action_and_value(obs[middle:], states[5], stored["prev_actions"][middle:], stored["prev_rewards"][middle:],
+                                                      dones[middle:], stored["actions"][middle:])
+    assert torch.allclose(late, stored["logprobs"][middle:], atol=1e-5)
+    # the check can fail: replaying without the episode ends changes every step after the first end
+    with torch.no_grad():
+        _, wrong, _, _, _ = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], torch.zeros_like(dones), stored["actions"])
+    after_first_end = torch.arange(steps * num_envs) >= 4 * num_envs
+    assert torch.allclose(wrong[~after_first_end], stored["logprobs"][~after_first_end], atol=1e-5)
+    assert not torch.allclose(wrong[after_first_end], stored["logprobs"][after_first_end], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["adaptive", "spatiotemporal"])
+def test_state_is_emptied_after_done(topdown, name):
+    torch.manual_seed(4)
+    agent = make(topdown, name)
+    state = tuple(torch.rand_like(s) + 0.5 for s in agent.initial_state(2, "cpu"))  # all slots valid, nothing zero
+    none = torch.full((2,), agent.num_actions, dtype=torch.long)
+    with torch.no_grad():
+        _, _, _, _, new_state = agent.get_action_and_value(random_inputs(2), state, none, torch.zeros(2), torch.tensor([1.0, 0.0]))
+    for s in new_state:
+        assert torch.equal(s[0], torch.zeros_like(s[0]))
+        assert s[1].abs().sum() > 0
+    valid = new_state[-1] if name == "adaptive" else new_state[3]  # (N, M)
+    assert torch.equal(valid[1], torch.ones(MEMORY))
+
+
+def test_memory_window_and_validity(topdown):
+    """A step sees itself and at most the M steps before it; a fresh episode sees only its own steps."""
+    torch.manual_seed(5)
+    core = topdown.TemporalCore(d_model=16, layers=2, heads=2, ff_hidden=16, memory_len=3)
+    memory, valid = core.initial_state(1, "cpu")
+    x = torch.randn(1, 6, 16)
+    with torch.no_grad():
+        _, (memory_after, valid_after), weights = core(x, memory, valid, torch.zeros(1, 6))
+    w = weights[0][0]  # (heads, T, M + T): keys are [3 memory slots, 6 steps]
+    assert w.shape == (2, 6, 9)
+    assert torch.allclose(w.sum(-1), torch.ones(2, 6), atol=1e-6)
+    assert (w[:, :, :3] == 0).all(), "the empty memory slots of the initial state are attended"
+    for t in range(6):
+        seen = (w[:, t] > 0).any(0).nonzero().flatten() - 3  # sequence steps step t attends to
+        assert seen.tolist() == list(range(max(0, t - 3), t + 1))
+    assert torch.equal(valid_after, torch.ones(1, 3))
+    assert torch.allclose(memory_after[0, 0], x[0, 3:])  # layer 0's cached inputs are the last 3 embeddings
+    # continuing from that state equals one pass over the whole sequence
+    with torch.no_grad():
+        whole, _, _ = core(torch.cat([x, x.flip(1)], 1), memory, valid, torch.zeros(1, 12))
+        second, _, _ = core(x.flip(1), memory_after, valid_after, torch.zeros(1, 6))
+    assert torch.allclose(whole[:, 6:], second, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["adaptive", "spatiotemporal", "spatiotemporal_span"])
+def test_temporal_maps_sum_to_one_over_valid_steps(topdown, name):
+    torch.manual_seed(6)
+    agent = make(topdown, name)
+    obs = random_inputs(2)
+    state = agent.initial_state(2, "cpu")
+    maps = agent.attention_maps(obs, state)
+    assert maps["temporal"].shape == (2, 4, MEMORY + 1)
+    # a fresh episode: all weight on the current step (the last position)
+    assert torch.equal(maps["temporal"][..., -1], torch.ones(2, 4))
+    # after two steps of one episode: weight on the last 2 slots and the current step only, summing to 1
+    none = torch.full((2,), agent.num_actions, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(2):
+            _, _, _, _, state = agent.get_action_and_value(random_inputs(2, seed=7), state, none, torch.zeros(2), torch.zeros(2))
+    temporal = agent.attention_maps(obs, state, none, torch.ones(2))["temporal"]
+    assert torch.allclose(temporal.sum(-1), torch.ones(2, 4), atol=1e-5)
+    assert (temporal[..., : MEMORY - 2] == 0).all() and (temporal[..., MEMORY - 2 :] > 0).all()
+    if name.startswith("spatiotemporal"):
+        spatial = maps["attention"]
+        assert spatial.shape == (2, 4, 17, 17) and (spatial >= 0).all()
+        assert torch.allclose(spatial.sum((2, 3)), torch.ones(2, 4), atol=1e-5)
+        # the queries come from the temporal core's previous output (the state's last part)
+        other = state[:4] + (torch.randn_like(state[4]),)
+        assert not torch.allclose(agent.attention_maps(obs, other)["attention"], agent.attention_maps(obs, state)["attention"])
+    else:
+        assert set(maps) == {"temporal"}
+
+
+def test_adaptive_span_mask(topdown):
+    """m_z(x) = clamp((R + z - x) / R, 0, 1), renormalised; the L1 penalty is coef x sum z and pulls z down."""
+    layer = topdown.TransformerXLLayer(8, 2, 8, memory_len=8, adaptive_span=True, span_ramp=2, span_init=0.25)
+    with torch.no_grad():
+        layer.span_fraction.copy_(torch.tensor([0.25, 1.5]))  # z = 2 steps; z = 8 (clamped to the memory)
+    distance = torch.arange(9.0)
+    mask = layer.span_mask(distance)
+    assert torch.allclose(mask[0], torch.tensor([1.0, 1.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    assert torch.equal(mask[1], torch.ones(9))
+    # in the attention: head 1 gives nothing beyond z + R, half weight at distance 3
+    x, memory = torch.randn(1, 1, 8), torch.randn(1, 8, 8)
+    allowed = torch.ones(1, 1, 9, dtype=torch.bool)
+    steps_back = (8 - torch.arange(9))[None]  # (T, M + T): memory slot j is 8 - j steps back
+    with torch.no_grad():
+        _, weights = layer(x, memory, allowed, steps_back)
+        plain = topdown.TransformerXLLayer(8, 2, 8, memory_len=8)
+        plain.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "span_fraction"})
+        _, unmasked = plain(x, memory, allowed, steps_back)
+    assert (weights[0, 0, 0, :5] == 0).all() and (weights[0, 0, 0, 5:] > 0).all()  # distances 8..4 masked
+    expected = unmasked[0, 0, 0] * mask[0].flip(0)
+    assert torch.allclose(weights[0, 0, 0], expected / expected.sum(), atol=1e-6)
+    assert torch.allclose(weights[0, 1], unmasked[0, 1], atol=1e-6)  # a full span changes nothing
+    core = topdown.TemporalCore(8, layers=2, heads=2, ff_hidden=8, memory_len=8, adaptive_span=True, span_init=0.5, span_coef=0.1)
+    loss = core.span_loss()
+    assert loss.item() == pytest.approx(0.1 * 4 * 4)  # 2 layers x 2 heads x z = 4 steps
+    loss.backward()
+    assert all(torch.allclose(layer.span_fraction.grad, torch.full((2,), 0.1 * 8)) for layer in core.layers)
+    assert topdown.TemporalCore(8, heads=2, ff_hidden=8).span_loss().item() == 0.0
+
+
+def test_parameter_count_by_hand(topdown):
+    d, ff, heads, memory = 128, 256, 4, 64
+    layer = (2 * 2 * d) + (d * d + d) + (d * 2 * d + 2 * d) + (d * d + d) + heads * (memory + 1)  # 2 norms, q, kv, out, position bias
+    layer += (d * ff + ff) + (ff * d + d) + 2 * (3 * d * d + 2 * d * d + d * d)  # feed-forward, two GRU gates
+    impala = 0
+    for c_in, c_out in ((4, 16), (16, 32), (32, 32)):
+        impala += (c_in * c_out * 9 + c_out) + 4 * (c_out * c_out * 9 + c_out)
+    vision = impala + (32 * 11 * 11 * 256 + 256)
+    heads_out = (d * 4 + 4) + (d + 1)
+    adaptive = topdown.AdaptiveAgent(4)
+    assert sum(p.numel() for p in adaptive.parameters()) == vision + ((256 + 1 + 4) * d + d) + 2 * layer + heads_out
+    mott = sum(p.numel() for p in topdown.Agent(4).parameters())
+    lstm, mott_heads = 2 * 4 * 256 * 256 + 2 * 4 * 256, (256 * 4 + 4) + (256 + 1)
+    # spatiotemporal: Mott's agent at core width d, the LSTM replaced by 2 layers
+    query_net = (256 * 128 + 128) - (d * 128 + 128)
+    core_mlp = (512 * 256 + 256) - (512 * d + d)
+    expected = mott - lstm - mott_heads - query_net - core_mlp + 2 * layer + heads_out
+    assert sum(p.numel() for p in topdown.SpatioTemporalAgent(4).parameters()) == expected
+
+
+def test_arch_errors(topdown):
+    def error(**changes):
+        return topdown.arch_error(topdown.Args(**changes))
+
+    assert error() is None and error(arch="adaptive") is None and error(arch="spatiotemporal", query_mode="fixed") is None
+    assert error(adaptive_span=True) == "error: --adaptive-span only apply to --arch adaptive or spatiotemporal, not --arch mott"
+    assert "--memory-len" in error(memory_len=8)
+    assert error(arch="adaptive", memory_len=0) == "error: --memory-len 0: give at least 1"
+    assert "--query-mode" in error(arch="adaptive", query_mode="fixed")
+    assert "--core-hidden" in error(arch="spatiotemporal", core_hidden=64)
+    assert "--impala-channels" in error(arch="spatiotemporal", impala_channels=(8,))
+    assert error(arch="adaptive", span_ramp=4) == "error: --span-ramp only apply with --adaptive-span"
+    assert "divisible" in error(arch="adaptive", d_model=30)
+    assert "--span-init" in error(arch="adaptive", adaptive_span=True, span_init=2.0)
+    assert topdown.variant_name(topdown.Args(arch="spatiotemporal", query_mode="fixed", adaptive_span=True)) == "spatiotemporal_fixed_span"
+    assert topdown.variant_name(topdown.Args()) == "topdown"
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--adaptive-span"], "only apply to --arch adaptive or spatiotemporal"),
+    (["--arch", "adaptive", "--memory-len", "0"], "--memory-len 0: give at least 1"),
+])
+def test_bad_settings_refused(tmp_path, extra, words):
+    proc = run_topdown([*TINY, "--total-timesteps", "96", *extra], tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
+    assert words in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# end to end through the real entry point
+
+
+@pytest.fixture(scope="module")
+def arch_runs(tmp_path_factory):
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            cwd = tmp_path_factory.mktemp(f"topdown_{arch}")
+            proc = run_topdown([*TINY, *FLAGS[arch], "--total-timesteps", "96", "--save-attention"], cwd)
+            assert proc.returncode == 0, describe(proc)
+            variant = "spatiotemporal_span" if arch == "spatiotemporal" else arch
+            (run_dir,) = cwd.glob(f"runs/Breakout__ppo_atari_topdown__{variant}__1__*")
+            cache[arch] = run_dir
+        return cache[arch]
+
+    return get
+
+
+@pytest.mark.parametrize("arch", list(FLAGS))
+def test_arch_trains_checkpoints_and_resumes(topdown, arch_runs, arch, tmp_path):
+    run_dir = arch_runs(arch)
+    assert [p.name for p in sorted(run_dir.glob("step_*.cleanrl_model"))] == [f"step_{s:09d}.cleanrl_model" for s in (32, 64, 96)]
+    checkpoint = load_checkpoint(run_dir / "step_000000096.cleanrl_model")
+    assert checkpoint["args"]["arch"] == arch and checkpoint["args"]["memory_len"] == 8
+    args = topdown.Args(**checkpoint["args"])
+    agent = topdown.make_agent(args, 4)
+    agent.load_state_dict(checkpoint["model"])
+    assert agent.temporal.memory_len == 8
+    _, rows = read_evals(run_dir)
+    assert [int(r[0]) for r in rows] == [32, 64, 96]
+    scalars = read_scalars(run_dir)
+    for tag in ("losses/value_loss", "losses/policy_loss", "charts/SPS", "debug/replay_logprob_error"):
+        assert [s for s, _ in scalars[tag]] == [32, 64, 96], tag
+    # the memory is carried across rollouts (8 steps > nothing at the second rollout's start) and replayed exactly
+    assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
+    assert max(v for _, v in scalars["debug/replay_value_error"]) < 1e-4
+    if arch == "spatiotemporal":  # --adaptive-span: the spans are penalised, so they moved below the whole memory
+        spans = [v for _, v in scalars["charts/mean_span"]]
+        assert len(spans) == 3 and spans[-1] < 8.0
+    (png,) = run_dir.glob("attention_step_*.png")
+    image = matplotlib.image.imread(png)
+    assert float(image[..., :3].std()) > 0.01
+
+    # resume from the first checkpoint, copied into a new folder
+    branch = tmp_path / "runs" / "branch"
+    branch.mkdir(parents=True)
+    shutil.copy(run_dir / "step_000000032.cleanrl_model", branch)
+    proc = run_topdown(["--resume", "runs/branch/step_000000032.cleanrl_model", "--torch-threads", "1", "--env-threads", "1"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    final = load_checkpoint(branch / "step_000000096.cleanrl_model")
+    assert final["global_step"] == 96 and final["iteration"] == 3 and final["args"]["arch"] == arch
+    start = load_checkpoint(branch / "step_000000032.cleanrl_model")["model"]
+    assert not torch.equal(start["actor.weight"], final["model"]["actor.weight"])
+
+
+def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
+    """Rollouts long enough that lives are lost inside them, memory shorter than a rollout: every update's first
+    minibatch (no gradient step yet) reproduces the rollout's log-probabilities and values."""
+    flags = [*TINY, *FLAGS["adaptive"], "--num-steps", "64", "--total-timesteps", "768", "--eval-freq", "100000", "--save-freq", "100000"]
+    proc = run_topdown(flags, tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (run_dir,) = tmp_path.glob("runs/*")
+    scalars = read_scalars(run_dir)
+    assert "charts/episodic_return" in scalars, "no game ended: the rollouts had no episode boundary to test"
+    assert len(scalars["debug/replay_logprob_error"]) == 6
+    assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
+    assert max(v for _, v in scalars["debug/replay_value_error"]) < 1e-4
+
+
+def test_video_has_a_temporal_strip(tmp_path):
+    proc = run_topdown([*TINY, *FLAGS["spatiotemporal"], "--total-timesteps", "32", "--capture-video"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (video,) = tmp_path.glob("runs/*/videos/*.mp4")
+    frame = iio.imread(video, index=0)
+    assert frame.shape == (210 + 4 * 8, 5 * 160, 3)  # frame and 4 spatial heads, a row per temporal head under them
+    strip = frame[210:].astype(int)
+    assert strip.std() > 0  # the first step has all its weight on itself (right), none on the empty memory
+
+
+def test_attention_utils_on_an_adaptive_checkpoint(topdown, arch_runs, tmp_path):
+    """The tools load an adaptive checkpoint, act from its memory, and know it has no spatial map."""
+    from attention_utils.checkpoints import input_saliency, is_recurrent, load_agent, policy_and_value
+
+    path = arch_runs("adaptive") / "step_000000096.cleanrl_model"
+    loaded = load_agent(str(path))
+    assert is_recurrent(loaded.agent) and loaded.variant == "adaptive"
+    assert input_saliency(loaded) is None
+    memory = loaded.script.Memory(loaded.agent, 1, "cpu")
+    with torch.no_grad():
+        memory.act(loaded.agent, random_inputs(1))
+        logits, values = policy_and_value(loaded.agent, memory)(random_inputs(3, seed=1))
+    assert logits.shape == (3, 4) and values.shape == (3,)
+    proc = subprocess.run([sys.executable, "-m", "attention_utils.perturbation", "--checkpoint", str(path), "--frames", "1",
+                           "--spacing", "5", "--stride", "6", "--out", str(tmp_path / "p.png")], cwd=REPO, env=script_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, describe(proc)
+    assert (tmp_path / "p.png").is_file()
