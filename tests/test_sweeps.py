@@ -201,3 +201,16 @@ def test_thesis_timesformer_grid_is_4_games_3_seeds():
     assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 4 * 3
     command = agent_command(config, {"env-id": "MsPacman", "seed": 3, "track": True})
     assert command == ["/usr/bin/env", "python", "ppo_atari_timesformer.py", "--env-id=MsPacman", "--seed=3", "--track"]
+
+
+def test_thesis_grid_is_4_games_3_archs_3_seeds():
+    config = load_sweep(REPO / "sweeps" / "thesis.yaml")
+    assert config["method"] == "grid" and config["program"] == "ppo_atari_topdown.py"
+    assert config["metric"] == {"name": "eval/mean_return", "goal": "maximize"}
+    params = config["parameters"]
+    assert parameter_values(params["env-id"]) == ["Pong", "Enduro", "Breakout", "MsPacman"]  # the thesis' games
+    assert parameter_values(params["arch"]) == ["mott", "adaptive", "spatiotemporal"]
+    assert parameter_values(params["seed"]) == [1, 2, 3]
+    assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 4 * 3 * 3
+    command = agent_command(config, {"env-id": "Enduro", "arch": "adaptive", "seed": 2, "track": True})
+    assert command == ["/usr/bin/env", "python", "ppo_atari_topdown.py", "--env-id=Enduro", "--arch=adaptive", "--seed=2", "--track"]
