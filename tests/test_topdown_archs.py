@@ -163,6 +163,30 @@ def test_memory_window_and_validity(topdown):
     assert torch.allclose(whole[:, 6:], second, atol=1e-5)
 
 
+def test_attention_by_hand(topdown):
+    """One step over a full memory, recomputed head by head: softmax_j(q_h . k_h[j] / sqrt(d_h) + b[h, distance j])."""
+    torch.manual_seed(8)
+    layer = topdown.TransformerXLLayer(8, 2, 8, memory_len=3)
+    with torch.no_grad():
+        layer.position_bias.normal_()
+        x, memory = torch.randn(1, 1, 8), torch.randn(1, 3, 8)
+        allowed = torch.ones(1, 1, 4, dtype=torch.bool)
+        _, weights = layer(x, memory, allowed, torch.tensor([[3, 2, 1, 0]]))
+        context = layer.attention_norm(torch.cat([memory, x], 1))[0]  # (4, 8): oldest slot first, current step last
+        keys = layer.key_value(context)[:, :8]  # (4, 8)
+        query = layer.query(context[-1])  # (8,)
+        for head in range(2):
+            part = slice(4 * head, 4 * head + 4)
+            logits = keys[:, part] @ query[part] / 2.0 + layer.position_bias[head, [3, 2, 1, 0]]
+            assert torch.allclose(weights[0, head, 0], torch.softmax(logits, 0), atol=1e-6)
+    # the core gives its layer those distances: the oldest slot M steps back, the current step 0
+    core = topdown.TemporalCore(8, layers=1, heads=2, ff_hidden=8, memory_len=3)
+    core.layers[0] = layer
+    with torch.no_grad():
+        _, _, core_weights = core(x, memory[:, None], torch.ones(1, 3), torch.zeros(1, 1))
+    assert torch.allclose(core_weights[0], weights, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["adaptive", "spatiotemporal", "spatiotemporal_span"])
 def test_temporal_maps_sum_to_one_over_valid_steps(topdown, name):
     torch.manual_seed(6)
