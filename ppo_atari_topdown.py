@@ -166,7 +166,8 @@ class Args:
     span_init: float = 1.0
     """each head's initial span z as a fraction of memory_len (1: the whole memory; the penalty prunes it)"""
     span_coef: float = 2e-6
-    """coefficient of the L1 penalty on the spans: coef x the sum of z (in steps) over heads and layers"""
+    """coefficient of the L1 penalty on the spans: coef x the sum of z (in steps) over heads and layers (Sukhbaatar
+    et al.'s language-model value, untuned for RL)"""
     impala_channels: tuple[int, ...] = (16, 32, 32)
     """`adaptive`: channels of the IMPALA residual vision core's stages (Espeholt et al. 2018: 16, 32, 32)"""
     vision_hidden: int = 256
@@ -459,10 +460,10 @@ def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
 
 
 class GRUGate(nn.Module):
-    """GTrXL's gating layer g(x, y) (Parisotto et al. 2020, eqs. 9-12), in place of the residual sum x + y:
+    """GTrXL's GRU-type gating layer g(x, y) (Parisotto et al. 2020), in place of the residual sum x + y:
     r = sigmoid(W_r y + U_r x), z = sigmoid(W_z y + U_z x - b_g), h = tanh(W_g y + U_g (r * x)),
-    g = (1 - z) * x + z * h. The bias b_g = 2 starts every gate close to the identity (the paper's choice),
-    so an untrained core passes its per-step embedding through."""
+    g = (1 - z) * x + z * h. A positive b_g (2 here, as GTrXL recommends) starts every gate close to the
+    identity, so an untrained core passes its per-step embedding through."""
 
     def __init__(self, d_model: int, gate_bias: float = 2.0):
         super().__init__()
