@@ -522,24 +522,30 @@ class TransformerXLLayer(nn.Module):
     def join(self, gate, x, y):
         return x + y if gate is None else gate(x, y)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor, distance: torch.Tensor):
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor):
         """x (N, T, d): the layer's inputs at the sequence's steps; memory (N, M, d): its inputs at the M steps
-        before; allowed (N, T, M + T): which of [memory, sequence] each step may attend to; distance (T, M + T):
-        how many steps back each of them is (clamped to 0..M). Returns (outputs (N, T, d) in fp32, attention
-        weights (N, heads, T, M + T))."""
+        before; allowed (N, T, M + 1): which steps of each step's window [M steps back, ..., 1 step back, itself]
+        it may attend to. Returns (outputs (N, T, d) in fp32, attention weights over the windows (N, heads, T, M + 1)).
+        Each step attends over a window gathered to M + 1 keys, so a sequence computes every step with the same
+        operations of the same sizes as a single step does (the replay matches the rollout under bf16 too)."""
         num_envs, steps, d_model = x.shape
+        memory_len = self.memory_len
         context = self.attention_norm(torch.cat([memory.to(x.dtype), x], 1))  # (N, M + T, d)
         keys_values = self.key_value(context).float().view(num_envs, -1, 2, self.heads, self.head_size)  # (N, M + T, 2, H, d_h)
         keys, values = keys_values.permute(2, 0, 3, 1, 4)  # (N, H, M + T, d_h) each
+        window = torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]  # (T, M + 1): positions in [memory, sequence]
+        keys, values = keys[:, :, window], values[:, :, window]  # (N, H, T, M + 1, d_h)
         queries = self.query(context[:, -steps:]).float().view(num_envs, steps, self.heads, self.head_size).transpose(1, 2)  # (N, H, T, d_h)
-        logits = queries @ keys.transpose(-1, -2) / math.sqrt(self.head_size)  # (N, H, T, M + T)
-        logits = logits + self.position_bias[:, distance]  # (H, T, M + T) broadcast over N
-        logits = logits.masked_fill(~allowed[:, None], float("-inf"))  # other episodes, outside the window
+        logits = (queries[..., None, :] @ keys.transpose(-1, -2))[..., 0, :] / math.sqrt(self.head_size)  # (N, H, T, 1, M + 1) -> (N, H, T, M + 1)
+        distance = torch.arange(memory_len, -1, -1, device=x.device)  # (M + 1,): window slot j is M - j steps back
+        logits = logits + self.position_bias[:, distance][:, None]  # (H, 1, M + 1) broadcast over N and T
+        logits = logits.masked_fill(~allowed[:, None], float("-inf"))  # other episodes, before the game's start
         if self.adaptive_span:  # softmax(logits + log m) = m exp(logits) / sum(m exp(logits))
-            mask = self.span_mask(distance)  # (H, T, M + T); distance 0 always has m = 1
+            mask = self.span_mask(distance)[:, None]  # (H, 1, M + 1); distance 0 always has m = 1
             logits = logits + torch.where(mask > 0, mask.clamp(min=1e-30).log(), torch.full_like(mask, float("-inf")))
-        weights = torch.softmax(logits, -1)  # (N, H, T, M + T)
-        answers = (weights @ values).transpose(1, 2).reshape(num_envs, steps, d_model)  # (N, H, T, d_h) -> (N, T, H * d_h)
+        weights = torch.softmax(logits, -1)  # (N, H, T, M + 1)
+        answers = (weights[..., None, :] @ values)[..., 0, :]  # (N, H, T, 1, d_h) -> (N, H, T, d_h)
+        answers = answers.transpose(1, 2).reshape(num_envs, steps, d_model)  # (N, T, H, d_h) -> (N, T, H * d_h)
         x = self.join(self.attention_gate, x, F.relu(self.attention_out(answers).float()))
         x = self.join(self.ff_gate, x, F.relu(self.ff(self.ff_norm(x)).float()))
         return x, weights
@@ -550,8 +556,8 @@ class TemporalCore(nn.Module):
     after Kumar et al. 2020). Its recurrent state is (memory (N, layers, M, d): each layer's inputs at the
     previous M steps, valid (N, M): 1 where a slot holds a step of the current episode). A step attends over
     the valid slots and itself; an episode end (`done`: the observation ended it) empties the memory for the
-    step after it. A sequence of T steps is computed at once (causal attention over [memory, sequence] with a
-    window of M steps and no attention across an episode end), which equals T single steps."""
+    step after it. A sequence of T steps is computed at once (each step attends over its window of the M steps
+    before it in [memory, sequence], never across an episode end), which equals T single steps."""
 
     def __init__(self, d_model: int = 128, layers: int = 2, heads: int = 4, ff_hidden: int = 256, memory_len: int = 64,
                  gating: str = "gru", adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):
@@ -577,20 +583,19 @@ class TemporalCore(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, done: torch.Tensor):
         """x (N, T, d): per-step embeddings; memory, valid: the state before the sequence; done (N, T). Returns
-        (outputs (N, T, d) fp32, (memory, valid) after the sequence, [attention weights (N, heads, T, M + T)] per layer)."""
+        (outputs (N, T, d) fp32, (memory, valid) after the sequence, [attention weights (N, heads, T, M + 1)] per layer,
+        over each step's window: M steps back .. itself)."""
         num_envs, steps, _ = x.shape
         memory_len = self.memory_len
         episode = F.pad(done.cumsum(1), (1, 0))  # (N, T + 1): episode ends before each step and before the next one
         key_episode = torch.cat([torch.zeros_like(valid), episode[:, :steps]], 1)  # (N, M + T): memory slots are episode 0
         key_valid = torch.cat([valid > 0, torch.ones_like(done, dtype=torch.bool)], 1)  # (N, M + T)
-        distance = (memory_len + torch.arange(steps, device=x.device))[:, None] - torch.arange(memory_len + steps, device=x.device)[None]  # (T, M + T)
-        in_window = (distance >= 0) & (distance <= memory_len)  # itself and the M steps before
-        allowed = in_window[None] & key_valid[:, None] & (key_episode[:, None, :] == episode[:, :steps, None])  # (N, T, M + T)
-        distance = distance.clamp(0, memory_len)
+        window = torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]  # (T, M + 1): step t's M steps back .. itself
+        allowed = key_valid[:, window] & (key_episode[:, window] == episode[:, :steps, None])  # (N, T, M + 1)
         hidden, new_memory, weights = x.float(), [], []
         for i, layer in enumerate(self.layers):
             new_memory.append(torch.cat([memory[:, i], hidden], 1)[:, -memory_len:])  # layer i's inputs at the last M steps: (N, M, d)
-            hidden, layer_weights = layer(hidden, memory[:, i], allowed, distance)
+            hidden, layer_weights = layer(hidden, memory[:, i], allowed)
             weights.append(layer_weights)
         # the slots the step after the sequence may attend to: those of its own episode (none after a done)
         next_valid = (key_valid & (key_episode == episode[:, steps:])).float()[:, -memory_len:]  # (N, M)

@@ -147,13 +147,12 @@ def test_memory_window_and_validity(topdown):
     x = torch.randn(1, 6, 16)
     with torch.no_grad():
         _, (memory_after, valid_after), weights = core(x, memory, valid, torch.zeros(1, 6))
-    w = weights[0][0]  # (heads, T, M + T): keys are [3 memory slots, 6 steps]
-    assert w.shape == (2, 6, 9)
+    w = weights[0][0]  # (heads, T, M + 1): step t's window is steps t - 3 .. t (negative: the empty memory)
+    assert w.shape == (2, 6, 4)
     assert torch.allclose(w.sum(-1), torch.ones(2, 6), atol=1e-6)
-    assert (w[:, :, :3] == 0).all(), "the empty memory slots of the initial state are attended"
     for t in range(6):
-        seen = (w[:, t] > 0).any(0).nonzero().flatten() - 3  # sequence steps step t attends to
-        assert seen.tolist() == list(range(max(0, t - 3), t + 1))
+        seen = (w[:, t] > 0).any(0).nonzero().flatten() + t - 3  # the steps step t attends to
+        assert seen.tolist() == list(range(max(0, t - 3), t + 1)), "an empty slot of the initial state is attended"
     assert torch.equal(valid_after, torch.ones(1, 3))
     assert torch.allclose(memory_after[0, 0], x[0, 3:])  # layer 0's cached inputs are the last 3 embeddings
     # continuing from that state equals one pass over the whole sequence
@@ -171,7 +170,7 @@ def test_attention_by_hand(topdown):
         layer.position_bias.normal_()
         x, memory = torch.randn(1, 1, 8), torch.randn(1, 3, 8)
         allowed = torch.ones(1, 1, 4, dtype=torch.bool)
-        _, weights = layer(x, memory, allowed, torch.tensor([[3, 2, 1, 0]]))
+        _, weights = layer(x, memory, allowed)
         context = layer.attention_norm(torch.cat([memory, x], 1))[0]  # (4, 8): oldest slot first, current step last
         keys = layer.key_value(context)[:, :8]  # (4, 8)
         query = layer.query(context[-1])  # (8,)
@@ -179,7 +178,7 @@ def test_attention_by_hand(topdown):
             part = slice(4 * head, 4 * head + 4)
             logits = keys[:, part] @ query[part] / 2.0 + layer.position_bias[head, [3, 2, 1, 0]]
             assert torch.allclose(weights[0, head, 0], torch.softmax(logits, 0), atol=1e-6)
-    # the core gives its layer those distances: the oldest slot M steps back, the current step 0
+    # the core gives its layer that window: the M memory slots, oldest first, then the current step
     core = topdown.TemporalCore(8, layers=1, heads=2, ff_hidden=8, memory_len=3)
     core.layers[0] = layer
     with torch.no_grad():
@@ -228,12 +227,11 @@ def test_adaptive_span_mask(topdown):
     # in the attention: head 1 gives nothing beyond z + R, half weight at distance 3
     x, memory = torch.randn(1, 1, 8), torch.randn(1, 8, 8)
     allowed = torch.ones(1, 1, 9, dtype=torch.bool)
-    steps_back = (8 - torch.arange(9))[None]  # (T, M + T): memory slot j is 8 - j steps back
     with torch.no_grad():
-        _, weights = layer(x, memory, allowed, steps_back)
+        _, weights = layer(x, memory, allowed)  # window slot j is 8 - j steps back
         plain = topdown.TransformerXLLayer(8, 2, 8, memory_len=8)
         plain.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "span_fraction"})
-        _, unmasked = plain(x, memory, allowed, steps_back)
+        _, unmasked = plain(x, memory, allowed)
     assert (weights[0, 0, 0, :5] == 0).all() and (weights[0, 0, 0, 5:] > 0).all()  # distances 8..4 masked
     expected = unmasked[0, 0, 0] * mask[0].flip(0)
     assert torch.allclose(weights[0, 0, 0], expected / expected.sum(), atol=1e-6)
