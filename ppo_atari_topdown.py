@@ -1634,7 +1634,7 @@ if __name__ == "__main__":
         writer.add_scalar("debug/replay_logprob_error", replay_logprob_error, global_step)
         writer.add_scalar("debug/replay_value_error", replay_value_error, global_step)
         if args.adaptive_span:
-            writer.add_scalar("charts/mean_span", float(torch.cat([layer.spans() for layer in agent.temporal.layers]).mean()), global_step)
+            writer.add_scalar("charts/mean_span", torch.cat([layer.spans() for layer in agent.temporal.layers]).mean().item(), global_step)
         writer.add_scalar("perf/env_s", env_time, global_step)
         writer.add_scalar("perf/policy_s", policy_time, global_step)
         writer.add_scalar("perf/update_s", update_time, global_step)
