@@ -579,7 +579,10 @@ class TemporalCore(nn.Module):
         """The L1 penalty on the spans: span_coef x the sum of z over heads and layers (0 without adaptive span)."""
         if not self.layers[0].adaptive_span:
             return torch.zeros(())
-        return self.span_coef * sum(layer.spans().sum() for layer in self.layers)
+        # on the unclamped fractions (|z| / M): the mask clamps them to [0, 1] and has no gradient outside it, the
+        # penalty still has one and pulls a fraction the optimizer stepped outside back (Sukhbaatar et al. clamp
+        # the parameter after every step instead)
+        return self.span_coef * sum(layer.span_fraction.abs().sum() * layer.memory_len for layer in self.layers)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, done: torch.Tensor):
         """x (N, T, d): per-step embeddings; memory, valid: the state before the sequence; done (N, T). Returns

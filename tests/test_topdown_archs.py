@@ -241,6 +241,12 @@ def test_adaptive_span_mask(topdown):
     assert loss.item() == pytest.approx(0.1 * 4 * 4)  # 2 layers x 2 heads x z = 4 steps
     loss.backward()
     assert all(torch.allclose(layer.span_fraction.grad, torch.full((2,), 0.1 * 8)) for layer in core.layers)
+    with torch.no_grad():  # a fraction stepped past 1 (full span) is still pulled back by the penalty
+        core.layers[0].span_fraction.fill_(1.01)
+    core.zero_grad()
+    core.span_loss().backward()
+    assert (core.layers[0].span_fraction.grad > 0).all()
+    assert torch.equal(core.layers[0].spans(), torch.full((2,), 8.0))
     assert topdown.TemporalCore(8, heads=2, ff_hidden=8).span_loss().item() == 0.0
 
 
