@@ -92,8 +92,9 @@ def game_name(env_id: str) -> str:
 
 def variant_name(config: dict) -> str:
     """The variant of a run from its args, as each script names it:
-    - ppo_atari_topdown.py (args with `query_mode`): `query_mode` when `arch` is missing or "mott"; otherwise `arch`
-      when query_mode is "topdown", else "{arch}+{query_mode}" (e.g. "adaptive+fixed");
+    - ppo_atari_topdown.py (args with `query_mode`): `query_mode` when `arch` is missing or "mott"; otherwise `arch`,
+      then "_{query_mode}" for a spatiotemporal agent whose query mode is not "topdown", then "_span" with
+      `adaptive_span` (e.g. "adaptive_span", "spatiotemporal_fixed");
     - ppo_atari_fls.py (`arch`, no `query_mode`): `arch`;
     - ppo_atari_selfattn.py (`self_attn`): `self_attn`, with `+{ada_attn}` when ada_attn is not "none" (e.g. "CWCA+alpha");
     - ppo_atari_timesformer.py (`embed_dim`): "timesformer_" + its sizes as the script names its run folders, e.g.
@@ -102,7 +103,8 @@ def variant_name(config: dict) -> str:
         query_mode, arch = str(config["query_mode"]), config.get("arch")
         if arch is None or arch == "mott":
             return query_mode
-        return str(arch) if query_mode == "topdown" else f"{arch}+{query_mode}"
+        query = f"_{query_mode}" if arch == "spatiotemporal" and query_mode != "topdown" else ""
+        return f"{arch}{query}{'_span' if config.get('adaptive_span') else ''}"
     if config.get("arch") is not None:
         return str(config["arch"])
     if config.get("self_attn") is not None:

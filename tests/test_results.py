@@ -164,15 +164,30 @@ def test_variant_name_from_args():
         results.variant_name({"seed": 1})
 
 
-@pytest.mark.parametrize("query_mode, arch, expected", [
-    ("topdown", None, "topdown"), ("fixed", None, "fixed"), ("l2norm", None, "l2norm"),  # before `arch` existed
-    ("topdown", "mott", "topdown"), ("fixed", "mott", "fixed"), ("l2norm", "mott", "l2norm"),
-    ("topdown", "adaptive", "adaptive"), ("topdown", "spatiotemporal", "spatiotemporal"),
-    ("fixed", "adaptive", "adaptive+fixed"), ("l2norm", "spatiotemporal", "spatiotemporal+l2norm"),
+@pytest.mark.parametrize("query_mode, arch, span, expected", [
+    ("topdown", None, None, "topdown"), ("fixed", None, None, "fixed"), ("l2norm", None, None, "l2norm"),  # before `arch` existed
+    ("topdown", "mott", False, "topdown"), ("fixed", "mott", False, "fixed"), ("l2norm", "mott", False, "l2norm"),
+    ("topdown", "adaptive", False, "adaptive"), ("topdown", "adaptive", True, "adaptive_span"),
+    ("topdown", "spatiotemporal", False, "spatiotemporal"), ("l2norm", "spatiotemporal", False, "spatiotemporal_l2norm"),
+    ("fixed", "spatiotemporal", True, "spatiotemporal_fixed_span"),
 ])
-def test_variant_name_of_topdown_runs(query_mode, arch, expected):
+def test_variant_name_of_topdown_runs(query_mode, arch, span, expected):
     config = {"exp_name": "ppo_atari_topdown", "query_mode": query_mode, **({} if arch is None else {"arch": arch})}
+    if span is not None:
+        config["adaptive_span"] = span
     assert results.variant_name(config) == expected
+
+
+@pytest.mark.parametrize("flags", [[], ["--query-mode", "fixed"], ["--arch", "adaptive"], ["--arch", "adaptive", "--adaptive-span"],
+                                   ["--arch", "spatiotemporal", "--query-mode", "l2norm", "--adaptive-span"]])
+def test_variant_name_of_topdown_runs_matches_the_script(flags):
+    """results names a run as the script names its run folder, from the args.json the script writes."""
+    import tyro
+
+    import ppo_atari_topdown
+
+    args = tyro.cli(ppo_atari_topdown.Args, args=flags)
+    assert results.variant_name(json.loads(json.dumps(vars(args)))) == ppo_atari_topdown.variant_name(args)
 
 
 def test_variant_name_of_timesformer_runs_matches_the_script(tmp_path):
@@ -189,13 +204,13 @@ def test_variant_name_of_timesformer_runs_matches_the_script(tmp_path):
 
 def test_topdown_run_folder_is_named_by_query_mode_and_arch(tmp_path):
     """`query_mode` in the args marks the top-down script, whose `arch` is not an FLS architecture."""
-    folder = tmp_path / "Pong__ppo_atari_topdown__adaptive+fixed__2__1"
+    folder = tmp_path / "Pong__ppo_atari_topdown__spatiotemporal_fixed__2__1"
     folder.mkdir()
     (folder / "args.json").write_text(json.dumps({"exp_name": "ppo_atari_topdown", "seed": 2, "env_id": "Pong",
-                                                  "query_mode": "fixed", "arch": "adaptive"}))
+                                                  "query_mode": "fixed", "arch": "spatiotemporal"}))
     (folder / "evals.csv").write_text("global_step,mean_return,std_return,episode_returns\n1000,-20.0,0.0,-20\n")
     run = results.read_run_dir(folder)
-    assert (run.game, run.variant, run.seed, run.scores.tolist()) == ("Pong", "adaptive+fixed", 2, [-20.0])
+    assert (run.game, run.variant, run.seed, run.scores.tolist()) == ("Pong", "spatiotemporal_fixed", 2, [-20.0])
 
 
 def test_run_folders_are_found_and_side_files_ignored(synthetic_runs):
