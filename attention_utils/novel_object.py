@@ -76,6 +76,8 @@ def main(args: Args) -> str:
     agent = loaded.agent
     recurrent = is_recurrent(agent)
     saliency_fn = input_saliency(loaded)
+    if saliency_fn is None:
+        print(f"note: {loaded.variant} has no spatial attention map; only the policy's response (and the state's, for a recurrent agent) is recorded")
     box = (slice(args.row, args.row + args.size), slice(args.col, args.col + args.size))
     # row 0: what the agent sees (with the sprite once injected); row 1: the same frame without it. Each row
     # goes through the network on its own, so the two are bit-for-bit equal until the sprite appears.
@@ -130,7 +132,7 @@ def main(args: Args) -> str:
     ax.plot(steps, [r["attention_on_sprite"] for r in rows], label="with the sprite")
     ax.plot(steps, [r["attention_on_sprite_without"] for r in rows], label="same frames without it")
     ax.axhline(args.size**2 / 84**2, color="gray", linestyle=":", label="uniform share")
-    ax.set_title("attention share inside the sprite's box", fontsize=9)
+    ax.set_title("attention share inside the sprite's box" + (" (this agent has no spatial map)" if saliency_fn is None else ""), fontsize=9)
     ax.legend(fontsize=7)
     ax = fig.add_subplot(2, 2, 4)
     ax.plot(steps, [r["policy_kl"] for r in rows])
@@ -143,9 +145,10 @@ def main(args: Args) -> str:
     fig.savefig(f"{out}.png", dpi=80)
     plt.close(fig)
     after = [r for r in rows if r["injected"]]
-    print(f"{loaded.variant} on {loaded.game}: attention share on the sprite {np.nanmean([r['attention_on_sprite'] for r in after]):.3f} with, "
-          f"{np.nanmean([r['attention_on_sprite_without'] for r in after]):.3f} without; mean policy KL {np.mean([r['policy_kl'] for r in after]):.4g}; "
-          f"{out}.png, {out}.csv")
+    shares = "" if saliency_fn is None else (
+        f"attention share on the sprite {np.mean([r['attention_on_sprite'] for r in after]):.3f} with, "
+        f"{np.mean([r['attention_on_sprite_without'] for r in after]):.3f} without; ")
+    print(f"{loaded.variant} on {loaded.game}: {shares}mean policy KL {np.mean([r['policy_kl'] for r in after]):.4g}; {out}.png, {out}.csv")
     return out
 
 

@@ -399,3 +399,21 @@ def test_attention_utils_on_an_adaptive_checkpoint(topdown, arch_runs, tmp_path)
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, describe(proc)
     assert (tmp_path / "p.png").is_file()
+
+
+def test_novel_object_on_an_adaptive_checkpoint(arch_runs, tmp_path):
+    """An agent without a spatial map: the tool says so, and records the policy's and the memory's response."""
+    import csv
+
+    path = arch_runs("adaptive") / "step_000000096.cleanrl_model"
+    out = tmp_path / "novel"
+    proc = subprocess.run([sys.executable, "-m", "attention_utils.novel_object", "--checkpoint", str(path), "--inject-step", "5",
+                           "--steps", "15", "--out", str(out)], cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, describe(proc)
+    assert "no spatial attention map" in proc.stdout and "nan" not in proc.stdout and "Warning" not in proc.stderr
+    rows = list(csv.DictReader(open(f"{out}.csv")))
+    before, after = rows[:5], rows[5:]
+    assert all(float(r["policy_kl"]) == 0 and float(r["state_change"]) == 0 for r in before)
+    assert all(float(r["policy_kl"]) > 0 for r in after)
+    assert float(after[1]["state_change"]) > 0  # the memory holds the step that saw the sprite
+    assert all(r["attention_on_sprite"] == "nan" for r in rows)
