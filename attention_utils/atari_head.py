@@ -211,11 +211,12 @@ def main(args: Args) -> list[dict]:
     models = [load_agent(path) for path in args.checkpoints]
     if not models:
         sys.exit("error: give at least one checkpoint with --checkpoints")
-    rows = []
-    for checkpoint, loaded in zip(args.checkpoints, models):
-        saliency_fn = sequence_saliency(loaded)
+    saliency_fns = [sequence_saliency(loaded) for loaded in models]
+    for checkpoint, loaded, saliency_fn in zip(args.checkpoints, models, saliency_fns):  # before any scoring
         if saliency_fn is None:
-            sys.exit(f"error: {loaded.variant} has no attention module, so no saliency to score")
+            sys.exit(f"error: {checkpoint}: {loaded.variant} has no spatial attention map, so no saliency to score")
+    rows = []
+    for checkpoint, loaded, saliency_fn in zip(args.checkpoints, models, saliency_fns):
         per_trial = [trial_metrics(saliency_fn, read_trial(path), args.negatives_per_frame) for path in trials]
         row = {"game": args.game, "model": loaded.variant, "checkpoint": str(Path(checkpoint).resolve()), "trials": len(per_trial)}
         for metric in ("nss", "kl", "sauc"):

@@ -417,3 +417,21 @@ def test_novel_object_on_an_adaptive_checkpoint(arch_runs, tmp_path):
     assert all(float(r["policy_kl"]) > 0 for r in after)
     assert float(after[1]["state_change"]) > 0  # the memory holds the step that saw the sprite
     assert all(r["attention_on_sprite"] == "nan" for r in rows)
+
+
+def test_atari_head_refuses_an_agent_without_a_map_before_scoring(arch_runs, tmp_path):
+    """Listed after a model it could score, the adaptive agent (no spatial map) is refused in one line before any
+    scoring starts, and no table is written."""
+    from test_atari_head import write_trial
+
+    write_trial(tmp_path / "breakout")
+    spatial = arch_runs("spatiotemporal") / "step_000000096.cleanrl_model"
+    adaptive = arch_runs("adaptive") / "step_000000096.cleanrl_model"
+    out = tmp_path / "tables"
+    proc = subprocess.run([sys.executable, "-m", "attention_utils.atari_head", "--dataset", str(tmp_path / "breakout"), "--game", "Breakout",
+                           "--checkpoints", str(spatial), str(adaptive), "--out", str(out)],
+                          cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {adaptive}: adaptive has no spatial attention map, so no saliency to score"
+    assert "Breakout spatiotemporal" not in proc.stdout  # nothing was scored
+    assert not out.exists()
