@@ -155,13 +155,15 @@ def test_bad_query_mode_sizes(topdown):
 
 def rollout_step_by_step(agent, obs, dones, num_envs):
     """What the training loop does: one step at a time, the state carried and reset after an episode's last
-    observation, previous action ("none" after a reset) and reward fed back. Returns what the loop stores."""
+    observation, previous action ("none" after a reset) and reward fed back. Returns what the loop stores, and
+    the states: states[t] is the state step t starts from (states[-1]: the one after the last step)."""
     steps = obs.shape[0] // num_envs
     state = agent.initial_state(num_envs, "cpu")
     prev_action = torch.full((num_envs,), agent.num_actions, dtype=torch.long)
     prev_reward = torch.zeros(num_envs)
     rewards = torch.tensor([-1.0, 0.0, 1.0])[torch.arange(steps * num_envs) % 3].view(steps, num_envs)
     stored = {k: [] for k in ("actions", "logprobs", "values", "prev_actions", "prev_rewards")}
+    states = [state]
     for t in range(steps):
         rows = slice(t * num_envs, (t + 1) * num_envs)
         stored["prev_actions"].append(prev_action)
@@ -173,7 +175,8 @@ def rollout_step_by_step(agent, obs, dones, num_envs):
         stored["values"].append(value.flatten())
         prev_action = torch.where(dones[rows].bool(), agent.num_actions, action)
         prev_reward = rewards[t] * (1.0 - dones[rows])
-    return {k: torch.cat(v) for k, v in stored.items()}
+        states.append(state)
+    return {k: torch.cat(v) for k, v in stored.items()}, states
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -185,7 +188,7 @@ def test_replay_reproduces_rollout_across_episode_ends(topdown, mode):
     dones = torch.zeros(steps, num_envs)
     dones[3, 0] = dones[4, 0] = dones[6, 1] = 1.0  # episode ends mid-rollout, twice in a row for env 0
     dones = dones.flatten()
-    stored = rollout_step_by_step(agent, obs, dones, num_envs)
+    stored, _ = rollout_step_by_step(agent, obs, dones, num_envs)
     initial = agent.initial_state(num_envs, "cpu")
     with torch.no_grad():
         _, logprobs, _, values, _ = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], dones, stored["actions"])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
+from test_topdown import rollout_step_by_step  # the training loop's rollout, one step at a time
 
 SCRIPT = REPO / "ppo_atari_topdown.py"
 MEMORY = 4  # shorter than the test sequences, so the window slides
@@ -54,31 +55,6 @@ def run_topdown(args, cwd, timeout=600):
 def random_inputs(count, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (count, 4, 84, 84), dtype=torch.uint8, generator=generator)
-
-
-def rollout_step_by_step(agent, obs, dones, num_envs):
-    """What the training loop does: one step at a time, the state carried (and emptied after an episode's last
-    observation), previous action ("none" after a reset) and reward fed back."""
-    steps = obs.shape[0] // num_envs
-    state = agent.initial_state(num_envs, "cpu")
-    prev_action = torch.full((num_envs,), agent.num_actions, dtype=torch.long)
-    prev_reward = torch.zeros(num_envs)
-    rewards = torch.tensor([-1.0, 0.0, 1.0])[torch.arange(steps * num_envs) % 3].view(steps, num_envs)
-    stored = {k: [] for k in ("actions", "logprobs", "values", "prev_actions", "prev_rewards")}
-    states = [state]  # states[t]: the state step t starts from
-    for t in range(steps):
-        rows = slice(t * num_envs, (t + 1) * num_envs)
-        stored["prev_actions"].append(prev_action)
-        stored["prev_rewards"].append(prev_reward)
-        with torch.no_grad():
-            action, logprob, _, value, state = agent.get_action_and_value(obs[rows], state, prev_action, prev_reward, dones[rows])
-        stored["actions"].append(action)
-        stored["logprobs"].append(logprob)
-        stored["values"].append(value.flatten())
-        prev_action = torch.where(dones[rows].bool(), agent.num_actions, action)
-        prev_reward = rewards[t] * (1.0 - dones[rows])
-        states.append(state)
-    return {k: torch.cat(v) for k, v in stored.items()}, states
 
 
 # ---------------------------------------------------------------------------------------------------
