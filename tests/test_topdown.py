@@ -17,9 +17,10 @@ SCRIPT = REPO / "ppo_atari_topdown.py"
 MODES = ["topdown", "fixed", "l2norm"]
 SMALL = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32, query_hidden=32)
 SMALL_FLAGS = ["--conv-channels", "16", "--value-channels", "24", "--core-hidden", "32", "--mlp-hidden", "32", "--query-hidden", "32"]
-TINY = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
-        "--eval-episodes", "1", "--eval-freq", "32", "--save-freq", "32", "--torch-threads", "1", "--env-threads", "1",
-        "--precision", "fp32", *SMALL_FLAGS]
+TINY_RUN = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+            "--eval-episodes", "1", "--eval-freq", "32", "--save-freq", "32", "--torch-threads", "1", "--env-threads", "1",
+            "--precision", "fp32"]  # a tiny run, any architecture
+TINY = [*TINY_RUN, *SMALL_FLAGS]
 
 
 @pytest.fixture(scope="module")
@@ -273,10 +274,10 @@ def test_mode_trains_checkpoints_and_resumes(topdown, mode_runs, mode, tmp_path)
     assert [int(r[0]) for r in rows] == [64, 96]
 
 
-def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
+def assert_exact_replay_in_training(arch_flags, tmp_path):
     """Long enough rollouts that lives are lost inside them: the first minibatch of every update (no gradient
-    step yet) reproduces the rollout's log-probabilities and values."""
-    flags = [*TINY, "--num-steps", "64", "--total-timesteps", "768", "--eval-freq", "100000", "--save-freq", "100000"]
+    step yet) reproduces the rollout's log-probabilities and values. arch_flags: the architecture and its sizes."""
+    flags = [*TINY_RUN, *arch_flags, "--num-steps", "64", "--total-timesteps", "768", "--eval-freq", "100000", "--save-freq", "100000"]
     proc = run_topdown(flags, tmp_path)
     assert proc.returncode == 0, describe(proc)
     (run_dir,) = tmp_path.glob("runs/*")
@@ -285,6 +286,10 @@ def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
     assert len(scalars["debug/replay_logprob_error"]) == 6
     assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
     assert max(v for _, v in scalars["debug/replay_value_error"]) < 1e-4
+
+
+def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
+    assert_exact_replay_in_training(SMALL_FLAGS, tmp_path)
 
 
 def test_save_attention_and_video(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
-from test_topdown import rollout_step_by_step  # the training loop's rollout, one step at a time
+from test_topdown import TINY_RUN, assert_exact_replay_in_training, rollout_step_by_step
 
 SCRIPT = REPO / "ppo_atari_topdown.py"
 MEMORY = 4  # shorter than the test sequences, so the window slides
@@ -31,9 +31,7 @@ FLAGS = {
     "spatiotemporal": ["--arch", "spatiotemporal", "--conv-channels", "16", "--value-channels", "24", "--mlp-hidden", "32",
                        "--query-hidden", "32", *TEMPORAL_FLAGS, "--adaptive-span", "--span-ramp", "4"],
 }
-TINY = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
-        "--eval-episodes", "1", "--eval-freq", "32", "--save-freq", "32", "--torch-threads", "1", "--env-threads", "1",
-        "--precision", "fp32"]
+TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")
@@ -334,17 +332,8 @@ def test_arch_trains_checkpoints_and_resumes(topdown, arch_runs, arch, tmp_path)
 
 
 def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
-    """Rollouts long enough that lives are lost inside them, memory shorter than a rollout: every update's first
-    minibatch (no gradient step yet) reproduces the rollout's log-probabilities and values."""
-    flags = [*TINY, *FLAGS["adaptive"], "--num-steps", "64", "--total-timesteps", "768", "--eval-freq", "100000", "--save-freq", "100000"]
-    proc = run_topdown(flags, tmp_path)
-    assert proc.returncode == 0, describe(proc)
-    (run_dir,) = tmp_path.glob("runs/*")
-    scalars = read_scalars(run_dir)
-    assert "charts/episodic_return" in scalars, "no game ended: the rollouts had no episode boundary to test"
-    assert len(scalars["debug/replay_logprob_error"]) == 6
-    assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
-    assert max(v for _, v in scalars["debug/replay_value_error"]) < 1e-4
+    """As for mott, with a memory shorter than a rollout."""
+    assert_exact_replay_in_training(FLAGS["adaptive"], tmp_path)
 
 
 def test_video_has_a_temporal_strip(tmp_path):
