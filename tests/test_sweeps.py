@@ -191,26 +191,21 @@ def test_topdown_grid_is_57_games_3_query_modes_3_seeds():
     assert command == ["/usr/bin/env", "python", "ppo_atari_topdown.py", "--env-id=Seaquest", "--query-mode=fixed", "--seed=2", "--track"]
 
 
-def test_thesis_timesformer_grid_is_4_games_3_seeds():
-    config = load_sweep(REPO / "sweeps" / "thesis_timesformer.yaml")
-    assert config["method"] == "grid" and config["program"] == "ppo_atari_timesformer.py"
+@pytest.mark.parametrize("sweep, program, archs", [
+    ("thesis_timesformer.yaml", "ppo_atari_timesformer.py", None),
+    ("thesis.yaml", "ppo_atari_topdown.py", ["mott", "adaptive", "spatiotemporal"]),
+])
+def test_thesis_grids_are_4_games_by_archs_by_3_seeds(sweep, program, archs):
+    """The thesis' games x seeds 1-3, and for the top-down script x its three --arch agents (a wandb grid runs
+    one program, so the TimeSformer has a file of its own)."""
+    config = load_sweep(REPO / "sweeps" / sweep)
+    assert config["method"] == "grid" and config["program"] == program
     assert config["metric"] == {"name": "eval/mean_return", "goal": "maximize"}
     params = config["parameters"]
     assert parameter_values(params["env-id"]) == ["Pong", "Enduro", "Breakout", "MsPacman"]  # the thesis' games
     assert parameter_values(params["seed"]) == [1, 2, 3]
-    assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 4 * 3
-    command = agent_command(config, {"env-id": "MsPacman", "seed": 3, "track": True})
-    assert command == ["/usr/bin/env", "python", "ppo_atari_timesformer.py", "--env-id=MsPacman", "--seed=3", "--track"]
-
-
-def test_thesis_grid_is_4_games_3_archs_3_seeds():
-    config = load_sweep(REPO / "sweeps" / "thesis.yaml")
-    assert config["method"] == "grid" and config["program"] == "ppo_atari_topdown.py"
-    assert config["metric"] == {"name": "eval/mean_return", "goal": "maximize"}
-    params = config["parameters"]
-    assert parameter_values(params["env-id"]) == ["Pong", "Enduro", "Breakout", "MsPacman"]  # the thesis' games
-    assert parameter_values(params["arch"]) == ["mott", "adaptive", "spatiotemporal"]
-    assert parameter_values(params["seed"]) == [1, 2, 3]
-    assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 4 * 3 * 3
-    command = agent_command(config, {"env-id": "Enduro", "arch": "adaptive", "seed": 2, "track": True})
-    assert command == ["/usr/bin/env", "python", "ppo_atari_topdown.py", "--env-id=Enduro", "--arch=adaptive", "--seed=2", "--track"]
+    assert (parameter_values(params["arch"]) if "arch" in params else None) == archs
+    assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 4 * 3 * (len(archs) if archs else 1)
+    chosen = {"env-id": "Enduro", **({"arch": archs[-1]} if archs else {}), "seed": 2, "track": True}
+    expected = ["--env-id=Enduro", *([f"--arch={archs[-1]}"] if archs else []), "--seed=2", "--track"]
+    assert agent_command(config, chosen) == ["/usr/bin/env", "python", program, *expected]

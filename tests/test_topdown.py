@@ -180,35 +180,45 @@ def rollout_step_by_step(agent, obs, dones, num_envs):
     return {k: torch.cat(v) for k, v in stored.items()}, states
 
 
+def assert_replay_reproduces_rollout(agent, steps, num_envs=3):
+    """The update path (a whole sequence from the state stored at its start) against the training loop's
+    step-by-step rollout, with episode ends mid-rollout (twice in a row for env 0): the same log-probabilities,
+    values and final state; the same for env subsets (the update's minibatches of whole envs) and from the
+    middle of the rollout; and, so that the check can fail, different results when the ends are left out."""
+    obs = random_inputs(num_envs, steps, seed=3)
+    dones = torch.zeros(steps, num_envs)
+    dones[3, 0] = dones[4, 0] = dones[6, 1] = 1.0
+    dones = dones.flatten()
+    stored, states = rollout_step_by_step(agent, obs, dones, num_envs)
+    initial = agent.initial_state(num_envs, "cpu")
+
+    def replay(rows, state, episode_ends):
+        with torch.no_grad():
+            _, logprobs, _, values, final = agent.get_action_and_value(
+                obs[rows], state, stored["prev_actions"][rows], stored["prev_rewards"][rows], episode_ends[rows], stored["actions"][rows])
+        return logprobs, values.flatten(), final
+
+    everything = torch.arange(steps * num_envs)
+    logprobs, values, final = replay(everything, initial, dones)
+    assert torch.allclose(logprobs, stored["logprobs"], atol=1e-5), (logprobs - stored["logprobs"]).abs().max()
+    assert torch.allclose(values, stored["values"], atol=1e-5)
+    for a, b in zip(final, states[-1]):  # the state left for the next rollout is the same too
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    envs = [2, 0]
+    subset = everything.view(steps, num_envs)[:, envs].flatten()
+    assert torch.allclose(replay(subset, tuple(s[envs] for s in initial), dones)[0], stored["logprobs"][subset], atol=1e-5)
+    middle = everything[5 * num_envs :]  # from the state the rollout had there (as at the next rollout's start)
+    assert torch.allclose(replay(middle, states[5], dones)[0], stored["logprobs"][middle], atol=1e-5)
+    wrong = replay(everything, initial, torch.zeros_like(dones))[0]
+    after_first_end = everything >= 4 * num_envs
+    assert torch.allclose(wrong[~after_first_end], stored["logprobs"][~after_first_end], atol=1e-5)
+    assert not torch.allclose(wrong[after_first_end], stored["logprobs"][after_first_end], atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_replay_reproduces_rollout_across_episode_ends(topdown, mode):
     torch.manual_seed(2)
-    num_envs, steps = 3, 10
-    agent = topdown.Agent(5, mode, **SMALL)
-    obs = random_inputs(num_envs, steps, seed=3)
-    dones = torch.zeros(steps, num_envs)
-    dones[3, 0] = dones[4, 0] = dones[6, 1] = 1.0  # episode ends mid-rollout, twice in a row for env 0
-    dones = dones.flatten()
-    stored, _ = rollout_step_by_step(agent, obs, dones, num_envs)
-    initial = agent.initial_state(num_envs, "cpu")
-    with torch.no_grad():
-        _, logprobs, _, values, _ = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], dones, stored["actions"])
-    assert torch.allclose(logprobs, stored["logprobs"], atol=1e-5), (logprobs - stored["logprobs"]).abs().max()
-    assert torch.allclose(values.flatten(), stored["values"], atol=1e-5)
-    # env subsets (the update's minibatches of whole envs) replay the same way
-    envs = [2, 0]
-    subset = torch.arange(steps * num_envs).view(steps, num_envs)[:, envs].flatten()
-    with torch.no_grad():
-        _, sub_logprobs, _, _, _ = agent.get_action_and_value(
-            obs[subset], tuple(s[envs] for s in initial), stored["prev_actions"][subset], stored["prev_rewards"][subset], dones[subset], stored["actions"][subset]
-        )
-    assert torch.allclose(sub_logprobs, stored["logprobs"][subset], atol=1e-5)
-    # the check can fail: replaying without the episode ends changes every step after the first end
-    with torch.no_grad():
-        _, wrong, _, _, _ = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], torch.zeros_like(dones), stored["actions"])
-    after_first_end = torch.arange(steps * num_envs) >= 4 * num_envs
-    assert torch.allclose(wrong[~after_first_end], stored["logprobs"][~after_first_end], atol=1e-5)
-    assert not torch.allclose(wrong[after_first_end], stored["logprobs"][after_first_end], atol=1e-5)
+    assert_replay_reproduces_rollout(topdown.Agent(5, mode, **SMALL), steps=10)
 
 
 def test_state_is_reset_after_done(topdown):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
-from test_topdown import TINY_RUN, assert_exact_replay_in_training, rollout_step_by_step
+from test_topdown import TINY_RUN, assert_exact_replay_in_training, assert_replay_reproduces_rollout
 
 SCRIPT = REPO / "ppo_atari_topdown.py"
 MEMORY = 4  # shorter than the test sequences, so the window slides
@@ -62,40 +62,7 @@ def random_inputs(count, seed=0):
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_replay_reproduces_rollout_across_episode_ends(topdown, name):
     torch.manual_seed(2)
-    num_envs, steps = 3, 11
-    agent = make(topdown, name)
-    obs = random_inputs(steps * num_envs, seed=3)
-    dones = torch.zeros(steps, num_envs)
-    dones[3, 0] = dones[4, 0] = dones[6, 1] = 1.0  # episode ends mid-rollout, twice in a row for env 0
-    dones = dones.flatten()
-    stored, states = rollout_step_by_step(agent, obs, dones, num_envs)
-    initial = agent.initial_state(num_envs, "cpu")
-    with torch.no_grad():  # the whole sequence at once (the adaptive agent's core attends over it in one pass)
-        _, logprobs, _, values, replay_state = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], dones, stored["actions"])
-    assert torch.allclose(logprobs, stored["logprobs"], atol=1e-5), (logprobs - stored["logprobs"]).abs().max()
-    assert torch.allclose(values.flatten(), stored["values"], atol=1e-5)
-    for a, b in zip(replay_state, states[-1]):  # the state left for the next rollout is the same too
-        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
-    # env subsets (the update's minibatches of whole envs) replay the same way
-    envs = [2, 0]
-    subset = torch.arange(steps * num_envs).view(steps, num_envs)[:, envs].flatten()
-    with torch.no_grad():
-        _, sub_logprobs, _, _, _ = agent.get_action_and_value(
-            obs[subset], tuple(s[envs] for s in initial), stored["prev_actions"][subset], stored["prev_rewards"][subset], dones[subset], stored["actions"][subset]
-        )
-    assert torch.allclose(sub_logprobs, stored["logprobs"][subset], atol=1e-5)
-    # a replay from the middle, from the state the rollout had there (the next rollout's start)
-    middle = 5 * num_envs
-    with torch.no_grad():
-        _, late, _, _, _ = agent.get_action_and_value(obs[middle:], states[5], stored["prev_actions"][middle:], stored["prev_rewards"][middle:],
-                                                      dones[middle:], stored["actions"][middle:])
-    assert torch.allclose(late, stored["logprobs"][middle:], atol=1e-5)
-    # the check can fail: replaying without the episode ends changes every step after the first end
-    with torch.no_grad():
-        _, wrong, _, _, _ = agent.get_action_and_value(obs, initial, stored["prev_actions"], stored["prev_rewards"], torch.zeros_like(dones), stored["actions"])
-    after_first_end = torch.arange(steps * num_envs) >= 4 * num_envs
-    assert torch.allclose(wrong[~after_first_end], stored["logprobs"][~after_first_end], atol=1e-5)
-    assert not torch.allclose(wrong[after_first_end], stored["logprobs"][after_first_end], atol=1e-5)
+    assert_replay_reproduces_rollout(make(topdown, name), steps=11)
 
 
 @pytest.mark.parametrize("name", ["adaptive", "spatiotemporal"])
