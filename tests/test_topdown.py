@@ -238,50 +238,66 @@ def test_state_is_reset_after_done(topdown):
 # end to end through the real entry point
 
 
-@pytest.fixture(scope="module")
-def mode_runs(tmp_path_factory):
+def tiny_runs(tmp_path_factory, flags_of):
+    """name -> the run folder of a tiny 96-step run (checkpoints and evaluations at 32, 64, 96) with the
+    architecture flags `flags_of(name)`; each run happens once, on first use."""
     cache = {}
 
-    def get(mode):
-        if mode not in cache:
-            cwd = tmp_path_factory.mktemp(f"topdown_{mode}")
-            proc = run_topdown([*TINY, "--query-mode", mode, "--total-timesteps", "96"], cwd)
+    def get(name):
+        if name not in cache:
+            cwd = tmp_path_factory.mktemp(f"topdown_{name}")
+            proc = run_topdown([*TINY_RUN, *flags_of(name), "--total-timesteps", "96"], cwd)
             assert proc.returncode == 0, describe(proc)
-            (run_dir,) = cwd.glob(f"runs/Breakout__ppo_atari_topdown__{mode}__1__*")
-            cache[mode] = run_dir
-        return cache[mode]
+            (run_dir,) = cwd.glob("runs/Breakout__ppo_atari_topdown__*__1__*")
+            cache[name] = run_dir
+        return cache[name]
 
     return get
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_mode_trains_checkpoints_and_resumes(topdown, mode_runs, mode, tmp_path):
-    run_dir = mode_runs(mode)
+@pytest.fixture(scope="module")
+def mode_runs(tmp_path_factory):
+    return tiny_runs(tmp_path_factory, lambda mode: [*SMALL_FLAGS, "--query-mode", mode])
+
+
+def check_tiny_run_and_resume(topdown, run_dir, variant, tmp_path):
+    """A tiny run's folder (see `tiny_runs`): named after `variant`, checkpoints at 32, 64, 96 that load into the
+    agent its args describe, evaluations and losses logged at each iteration, the rollouts replayed exactly
+    (fp32); then a resume from the first checkpoint, copied into a new folder, runs on to 96 with the step
+    counter and the evaluations continuing and the weights moving. Returns (checkpoint, agent, scalars)."""
+    assert run_dir.name.split("__")[2] == variant
     assert [p.name for p in sorted(run_dir.glob("step_*.cleanrl_model"))] == [f"step_{s:09d}.cleanrl_model" for s in (32, 64, 96)]
     checkpoint = load_checkpoint(run_dir / "step_000000096.cleanrl_model")
-    assert checkpoint["args"]["query_mode"] == mode and checkpoint["variant"] == mode
-    assert checkpoint["script"] == "ppo_atari_topdown.py"
-    args = topdown.Args(**{k: v for k, v in checkpoint["args"].items()})
-    topdown.make_agent(args, 4).load_state_dict(checkpoint["model"])
+    assert checkpoint["variant"] == variant and checkpoint["script"] == "ppo_atari_topdown.py"
+    agent = topdown.make_agent(topdown.Args(**checkpoint["args"]), 4)
+    agent.load_state_dict(checkpoint["model"])
     _, rows = read_evals(run_dir)
     assert [int(r[0]) for r in rows] == [32, 64, 96]
     scalars = read_scalars(run_dir)
     for tag in ("losses/value_loss", "losses/policy_loss", "charts/SPS", "debug/replay_logprob_error"):
         assert [s for s, _ in scalars[tag]] == [32, 64, 96], tag
     assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
+    assert max(v for _, v in scalars["debug/replay_value_error"]) < 1e-4
 
-    # resume from the first checkpoint, copied into a new folder
     branch = tmp_path / "runs" / "branch"
     branch.mkdir(parents=True)
     shutil.copy(run_dir / "step_000000032.cleanrl_model", branch)
     proc = run_topdown(["--resume", "runs/branch/step_000000032.cleanrl_model", "--torch-threads", "1", "--env-threads", "1"], tmp_path)
     assert proc.returncode == 0, describe(proc)
     final = load_checkpoint(branch / "step_000000096.cleanrl_model")
-    assert final["global_step"] == 96 and final["iteration"] == 3
+    learned = lambda saved: {k: v for k, v in saved.items() if k not in topdown.RUN_CONTROL_FIELDS}  # noqa: E731
+    assert final["global_step"] == 96 and final["iteration"] == 3 and learned(final["args"]) == learned(checkpoint["args"])
     start = load_checkpoint(branch / "step_000000032.cleanrl_model")["model"]
     assert not torch.equal(start["actor.weight"], final["model"]["actor.weight"])
     _, rows = read_evals(branch)
     assert [int(r[0]) for r in rows] == [64, 96]
+    return checkpoint, agent, scalars
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mode_trains_checkpoints_and_resumes(topdown, mode_runs, mode, tmp_path):
+    checkpoint, _, _ = check_tiny_run_and_resume(topdown, mode_runs(mode), mode, tmp_path)
+    assert checkpoint["args"]["query_mode"] == mode and checkpoint["args"]["arch"] == "mott"
 
 
 def assert_exact_replay_in_training(arch_flags, tmp_path):
@@ -334,11 +350,14 @@ def test_eval_only(mode_runs, tmp_path):
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--num-envs", "3", "--num-minibatches", "2"], "whole environments"),
-    (["--query-mode", "l2norm", "--key-channels", "6"], "divisible"),
+    ([*SMALL_FLAGS, "--num-envs", "3", "--num-minibatches", "2"], "whole environments"),
+    ([*SMALL_FLAGS, "--query-mode", "l2norm", "--key-channels", "6"], "divisible"),
+    ([*SMALL_FLAGS, "--adaptive-span"], "only apply to --arch adaptive or spatiotemporal"),
+    (["--arch", "adaptive", "--memory-len", "0"], "--memory-len 0: give at least 1"),
 ])
-def test_bad_sizes_refused(tmp_path, extra, words):
-    proc = run_topdown([*TINY, "--total-timesteps", "96", *extra], tmp_path)
+def test_bad_settings_refused(tmp_path, extra, words):
+    """One line on stderr naming what is wrong, before any run folder is made."""
+    proc = run_topdown([*TINY_RUN, "--total-timesteps", "96", *extra], tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
     assert words in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "runs").exists()

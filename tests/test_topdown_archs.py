@@ -1,7 +1,6 @@
 """ppo_atari_topdown.py --arch adaptive / spatiotemporal: the Transformer-XL core's memory (window, episode ends,
 replay equivalence), the adaptive span, temporal and spatial maps, bad settings, and tiny end-to-end runs through
 the real entry point with checkpoint, resume, pictures and the attention_utils tools."""
-import shutil
 import subprocess
 import sys
 
@@ -10,8 +9,9 @@ import matplotlib.image
 import pytest
 import torch
 
-from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
-from test_topdown import TINY_RUN, assert_exact_replay_in_training, assert_replay_reproduces_rollout
+from conftest import REPO, describe, load_module, script_env
+from test_topdown import (TINY_RUN, assert_exact_replay_in_training, assert_replay_reproduces_rollout, check_tiny_run_and_resume, run_topdown,
+                          tiny_runs)
 
 SCRIPT = REPO / "ppo_atari_topdown.py"
 MEMORY = 4  # shorter than the test sequences, so the window slides
@@ -31,7 +31,7 @@ FLAGS = {
     "spatiotemporal": ["--arch", "spatiotemporal", "--conv-channels", "16", "--value-channels", "24", "--mlp-hidden", "32",
                        "--query-hidden", "32", *TEMPORAL_FLAGS, "--adaptive-span", "--span-ramp", "4"],
 }
-TINY = TINY_RUN
+
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +43,6 @@ def make(topdown, name, num_actions=5):
     params = ARCHS[name]
     cls = topdown.AdaptiveAgent if name.startswith("adaptive") else topdown.SpatioTemporalAgent
     return cls(num_actions, **params)
-
-
-def run_topdown(args, cwd, timeout=600):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def random_inputs(count, seed=0):
@@ -229,73 +224,27 @@ def test_arch_errors(topdown):
     assert topdown.variant_name(topdown.Args()) == "topdown"
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--adaptive-span"], "only apply to --arch adaptive or spatiotemporal"),
-    (["--arch", "adaptive", "--memory-len", "0"], "--memory-len 0: give at least 1"),
-])
-def test_bad_settings_refused(tmp_path, extra, words):
-    proc = run_topdown([*TINY, "--total-timesteps", "96", *extra], tmp_path)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
-    assert words in proc.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "runs").exists()
-
-
 # ---------------------------------------------------------------------------------------------------
 # end to end through the real entry point
 
 
 @pytest.fixture(scope="module")
 def arch_runs(tmp_path_factory):
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            cwd = tmp_path_factory.mktemp(f"topdown_{arch}")
-            proc = run_topdown([*TINY, *FLAGS[arch], "--total-timesteps", "96", "--save-attention"], cwd)
-            assert proc.returncode == 0, describe(proc)
-            variant = "spatiotemporal_span" if arch == "spatiotemporal" else arch
-            (run_dir,) = cwd.glob(f"runs/Breakout__ppo_atari_topdown__{variant}__1__*")
-            cache[arch] = run_dir
-        return cache[arch]
-
-    return get
+    return tiny_runs(tmp_path_factory, lambda arch: [*FLAGS[arch], "--save-attention"])
 
 
 @pytest.mark.parametrize("arch", list(FLAGS))
 def test_arch_trains_checkpoints_and_resumes(topdown, arch_runs, arch, tmp_path):
-    run_dir = arch_runs(arch)
-    assert [p.name for p in sorted(run_dir.glob("step_*.cleanrl_model"))] == [f"step_{s:09d}.cleanrl_model" for s in (32, 64, 96)]
-    checkpoint = load_checkpoint(run_dir / "step_000000096.cleanrl_model")
-    assert checkpoint["args"]["arch"] == arch and checkpoint["args"]["memory_len"] == 8
-    args = topdown.Args(**checkpoint["args"])
-    agent = topdown.make_agent(args, 4)
-    agent.load_state_dict(checkpoint["model"])
-    assert agent.temporal.memory_len == 8
-    _, rows = read_evals(run_dir)
-    assert [int(r[0]) for r in rows] == [32, 64, 96]
-    scalars = read_scalars(run_dir)
-    for tag in ("losses/value_loss", "losses/policy_loss", "charts/SPS", "debug/replay_logprob_error"):
-        assert [s for s, _ in scalars[tag]] == [32, 64, 96], tag
-    # the memory is carried across rollouts (8 steps > nothing at the second rollout's start) and replayed exactly
-    assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
-    assert max(v for _, v in scalars["debug/replay_value_error"]) < 1e-4
+    variant = "spatiotemporal_span" if arch == "spatiotemporal" else arch  # FLAGS: spatiotemporal with --adaptive-span
+    # the memory (8 steps) is carried across the rollouts of 16 steps and replayed exactly from the stored one
+    checkpoint, agent, scalars = check_tiny_run_and_resume(topdown, arch_runs(arch), variant, tmp_path)
+    assert checkpoint["args"]["arch"] == arch and agent.temporal.memory_len == 8
     if arch == "spatiotemporal":  # --adaptive-span: the spans are penalised, so they moved below the whole memory
         spans = [v for _, v in scalars["charts/mean_span"]]
         assert len(spans) == 3 and spans[-1] < 8.0
-    (png,) = run_dir.glob("attention_step_*.png")
+    (png,) = arch_runs(arch).glob("attention_step_*.png")
     image = matplotlib.image.imread(png)
     assert float(image[..., :3].std()) > 0.01
-
-    # resume from the first checkpoint, copied into a new folder
-    branch = tmp_path / "runs" / "branch"
-    branch.mkdir(parents=True)
-    shutil.copy(run_dir / "step_000000032.cleanrl_model", branch)
-    proc = run_topdown(["--resume", "runs/branch/step_000000032.cleanrl_model", "--torch-threads", "1", "--env-threads", "1"], tmp_path)
-    assert proc.returncode == 0, describe(proc)
-    final = load_checkpoint(branch / "step_000000096.cleanrl_model")
-    assert final["global_step"] == 96 and final["iteration"] == 3 and final["args"]["arch"] == arch
-    start = load_checkpoint(branch / "step_000000032.cleanrl_model")["model"]
-    assert not torch.equal(start["actor.weight"], final["model"]["actor.weight"])
 
 
 def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
@@ -304,7 +253,7 @@ def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
 
 
 def test_video_has_a_temporal_strip(tmp_path):
-    proc = run_topdown([*TINY, *FLAGS["spatiotemporal"], "--total-timesteps", "32", "--capture-video"], tmp_path)
+    proc = run_topdown([*TINY_RUN, *FLAGS["spatiotemporal"], "--total-timesteps", "32", "--capture-video"], tmp_path)
     assert proc.returncode == 0, describe(proc)
     (video,) = tmp_path.glob("runs/*/videos/*.mp4")
     frame = iio.imread(video, index=0)
