@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from attention_utils.ale import RenderedAtari
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -45,9 +47,9 @@ def import_script(name: str) -> ModuleType:
         sys.exit(f"error: the checkpoint was written by {name}, which is not in {REPO}")
 
 
-def num_actions_of(script: ModuleType, game: str) -> int:
+def num_actions_of(game: str) -> int:
     """The size of the game's minimal action set, as the training envs have it."""
-    env = script.RenderedAtari(game, seed=0)
+    env = RenderedAtari(game, seed=0)
     try:
         return len(env.action_set)
     finally:
@@ -68,7 +70,7 @@ def load_agent(path: str, device: str = "cpu") -> LoadedAgent:
     fields = {f.name for f in dataclasses.fields(script.Args)}
     args = script.Args(**{k: v for k, v in checkpoint["args"].items() if k in fields})
     game = script.parse_game(args.env_id)
-    agent = script.make_agent(args, num_actions_of(script, game))
+    agent = script.make_agent(args, num_actions_of(game))
     agent.load_state_dict(checkpoint["model"])
     agent.to(device).eval()
     return LoadedAgent(agent, script, args, game, script.variant_name(args), checkpoint.get("global_step", 0))
@@ -217,7 +219,7 @@ def sequence_saliency(loaded: LoadedAgent, batch_size: int = 64) -> Optional[Sal
 
 
 class PlayedGame:
-    """One rendered game (the script's `RenderedAtari`) played by a loaded agent and restarted when it ends;
+    """One rendered game (`attention_utils.ale.RenderedAtari`) played by a loaded agent and restarted when it ends;
     `obs` is the current stacked observation. For a recurrent agent `memories` holds `copies` of the
     script's `Memory` (one game each; None for feed-forward agents), all told the action the game took, its
     reward and the episode ends, as the script's own videos do: a lost life or a finished game resets the
@@ -226,7 +228,7 @@ class PlayedGame:
 
     def __init__(self, loaded: LoadedAgent, seed: int, copies: int = 1):
         self.loaded, self.copies = loaded, copies
-        self.env = loaded.script.RenderedAtari(loaded.game, seed)
+        self.env = RenderedAtari(loaded.game, seed)
         self.start()
 
     def start(self) -> None:

@@ -1,6 +1,6 @@
 """Watch a trained agent: play evaluation episodes of its game on rendered ALE, print the mean and
 standard deviation of the returns, and write each episode as an mp4 with the agent's attention drawn
-on every frame (the training script's own `video_frame`: per-head panels for multi-head agents).
+on every frame (the training script's own picture, `attention_utils.pictures`: per-head panels for multi-head agents).
 
     python -m attention_utils.enjoy --checkpoint runs/.../step_000500000.cleanrl_model --episodes 3
 """
@@ -15,6 +15,7 @@ import torch
 import tyro
 
 from attention_utils.checkpoints import load_agent
+from attention_utils.pictures import record_video
 
 
 @dataclass
@@ -50,7 +51,7 @@ def main(args: Args) -> list[float]:
         while os.path.exists(path):  # earlier videos are kept
             copy += 1
             path = os.path.join(out, f"{game}_{stem}_episode_{episode}-{copy}.mp4")
-        episode_return = loaded.script.record_video(loaded.agent, game, args.seed + episode, "cpu", nullcontext, path, args.deterministic)
+        episode_return = record_video(loaded.script, loaded.agent, game, args.seed + episode, "cpu", nullcontext, path, args.deterministic)
         returns.append(float(episode_return))
         print(f"episode {episode}: return {episode_return:g}, video {path}", flush=True)
     print(f"{loaded.variant} ({loaded.script.__name__}, step {loaded.global_step:,}) on {game}: "

@@ -1,0 +1,133 @@
+"""Run bookkeeping for the training scripts, imported only when a feature needs it: `--resume` (settings,
+refusals, evaluations logged past the checkpoint), `--eval-only` (the long evaluation of a checkpoint) and the
+closest valid names for a misspelt game."""
+
+import csv
+import dataclasses
+import difflib
+import os
+import re
+import sys
+from types import ModuleType
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+# Fields that may differ from a checkpoint's when resuming: they control where and how the run is shown,
+# not what is learned.
+RUN_CONTROL_FIELDS = (
+    "resume", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_attention",
+    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads", "eval_only", "eval_env_id",
+)  # fmt: skip
+# with --eval-only, these also come from the command line
+EVAL_ONLY_FIELDS = ("eval_episodes", "eval_deterministic", "precision")
+CHECKPOINT_NAME = re.compile(r"step_(\d+)\.cleanrl_model")
+
+
+def atari_games() -> list[str]:
+    """The game names envpool can make, e.g. `Pong` (its `Pong-v5`)."""
+    from envpool.registration import registry
+
+    return sorted(k[: -len("-v5")] for k, spec in registry.specs.items() if spec[0] == "envpool.atari" and k.endswith("-v5"))
+
+
+def unknown_game(env_id: str) -> str:
+    """One line for a game envpool does not have, naming the closest valid ones."""
+    name = re.sub(r"(NoFrameskip-v[04]|-v[045])$", "", env_id.removeprefix("ALE/"))
+    games = atari_games() + ["BreakoutInfinite"]
+    close = difflib.get_close_matches(name, games, n=3, cutoff=0.5)
+    hint = f"closest valid games: {', '.join(close)}" if close else f"valid games: {', '.join(games)}"
+    return f"error: unknown Atari game '{env_id}'; {hint} (forms: Pong, Pong-v5, PongNoFrameskip-v4, ALE/Pong-v5)"
+
+
+def resume(args, script_name: str):
+    """Load the `--resume` checkpoint and take the experiment's settings from it. Returns (args, checkpoint).
+
+    Only run-control options (and, with `--eval-only`, the evaluation's own) keep their command-line value;
+    other settings given on the command line are named and ignored. A training resume is refused for a
+    finished run and for a checkpoint with later ones beside it (copy it into a new folder to branch from it);
+    evaluations logged after the checkpoint are moved to `evals.superseded.csv`, as the resumed run logs them
+    again."""
+    if not os.path.isfile(args.resume):
+        sys.exit(f"error: --resume {args.resume}: no such checkpoint file")
+    checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
+    if checkpoint.get("script", script_name) != script_name:
+        sys.exit(f"error: --resume {args.resume} was written by {checkpoint['script']}, not {script_name}")
+    saved = checkpoint["args"]
+    defaults = type(args)()
+    kept = RUN_CONTROL_FIELDS + (EVAL_ONLY_FIELDS if args.eval_only else ())
+    changed = [
+        f for f in saved if f not in kept and f in vars(args) and getattr(args, f) not in (getattr(defaults, f), saved[f])
+    ]  # fmt: skip
+    if changed:
+        print(f"resume: experiment settings come from the checkpoint; ignoring command-line {', '.join(changed)}")
+    args = dataclasses.replace(args, **{k: v for k, v in saved.items() if k not in kept and k in vars(args)})
+    if args.eval_only:
+        return args, checkpoint
+    run_dir, step = os.path.dirname(os.path.abspath(args.resume)), checkpoint["global_step"]
+    if checkpoint["iteration"] >= args.total_timesteps // (args.num_envs * args.num_steps):
+        sys.exit(f"error: checkpoint is at step {step}, already at total_timesteps {args.total_timesteps}")
+    later = sorted(f for f in os.listdir(run_dir) if (m := CHECKPOINT_NAME.fullmatch(f)) and int(m.group(1)) > step)
+    if later:
+        sys.exit(
+            f"error: {run_dir} has checkpoints past step {step} ({', '.join(later)}); "
+            "copy the checkpoint into a new folder to branch from it"
+        )
+    evals_path = os.path.join(run_dir, "evals.csv")
+    if os.path.exists(evals_path):  # evaluations logged after the checkpoint are superseded by the resumed run
+        with open(evals_path) as f:
+            rows = list(csv.reader(f))
+        stale = [r for r in rows[1:] if int(r[0]) > step]
+        if stale:
+            with open(os.path.join(run_dir, "evals.superseded.csv"), "a", newline="") as f:
+                csv.writer(f).writerows(stale)
+            with open(evals_path, "w", newline="") as f:
+                csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= step])
+    return args, checkpoint
+
+
+def eval_only(script: ModuleType, args, checkpoint: dict, device: torch.device, autocast) -> None:
+    """The long evaluation of a checkpoint (Free-Lunch Saliency: 8192 episodes on unseen seeds): `eval_episodes`
+    full games, 8 envs per core in one envpool pool, each env playing a share of the games fixed in advance (so
+    short episodes are not favoured). Every episode's return and length go to a CSV beside the checkpoint (a
+    second evaluation gets a `-2` suffix, nothing is overwritten); the summary is printed."""
+    game = script.parse_game(args.env_id)
+    eval_game = script.parse_game(args.eval_env_id) if args.eval_env_id is not None else game
+    num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    num_envs = min(args.eval_episodes, 8 * num_cores)
+    eval_pool = script.make_env(eval_game, num_envs, args.seed + script.EVAL_ONLY_SEED_OFFSET, False, num_cores)
+    agent = script.make_agent(args, eval_pool.action_space.n).to(device)
+    try:
+        agent.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        sys.exit(
+            f"error: the checkpoint's agent does not fit {eval_game} ({eval_pool.action_space.n} actions); "
+            f"evaluate it on the game it was trained on ({game}) or one with the same actions"
+        )
+    agent.eval()
+    variant, step = script.variant_name(args), checkpoint["global_step"]
+    print(
+        f"eval-only: {variant} at step {step:,} on {eval_game}, {args.eval_episodes} episodes, "
+        f"{eval_pool.action_space.n} actions, precision {args.precision}"
+    )
+    with tqdm(total=args.eval_episodes, unit="episode", dynamic_ncols=True, disable=not sys.stderr.isatty()) as progress:
+        returns, lengths, env_ids = script.evaluate(
+            agent, eval_pool, args.eval_episodes, device, autocast, args.eval_deterministic, progress
+        )
+    eval_pool.close()
+    run_dir = os.path.dirname(os.path.abspath(args.resume))
+    base = os.path.join(run_dir, f"eval_only_{eval_game}_step_{step:09d}_{args.eval_episodes}ep")
+    results_path, copy = f"{base}.csv", 1
+    while os.path.exists(results_path):  # an earlier evaluation is never overwritten
+        copy += 1
+        results_path = f"{base}-{copy}.csv"
+    with open(results_path, "w", newline="") as f:
+        rows = [[i, e, f"{r:g}", n] for i, (e, r, n) in enumerate(zip(env_ids, returns, lengths))]
+        csv.writer(f).writerows([["episode", "env", "return", "length"]] + rows)
+    standard_error = returns.std(ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else float("nan")
+    print(
+        f"eval-only: mean return {returns.mean():.2f} +- {returns.std():.2f} (standard error {standard_error:.2f}), "
+        f"median {np.median(returns):g}, min {returns.min():g}, max {returns.max():g}, "
+        f"mean length {lengths.mean():.0f} steps; episodes in {results_path}"
+    )
