@@ -1,13 +1,8 @@
 # Recurrent PPO on Atari with the top-down attention agent of "Towards Interpretable Reinforcement Learning
-# Using Attention Augmented Agents" (Mott et al. 2019): ConvLSTM vision core, keys / values with a Fourier
-# spatial basis, queries from the policy LSTM. Training loop in the shape of CleanRL's ppo_atari_lstm.py.
-# `--arch` adds the thesis' other two recurrent agents ("Neural architecture impact on identifying temporally
-# extended Reinforcement Learning tasks", 2023, sections 3.2-3.3): `adaptive`, an IMPALA residual vision core
-# and a Transformer-XL policy core over the previous steps (Kumar et al. 2020, "Adaptive Transformers in RL"),
-# and `spatiotemporal`, Mott's spatial attention followed by that temporal core instead of the LSTM.
+# Using Attention Augmented Agents": ConvLSTM vision core, keys and values with a Fourier spatial basis, queries
+# from the policy LSTM. Training loop in the shape of CleanRL's ppo_atari_envpool.py, recurrent as its ppo_atari_lstm.py.
 import csv
-import dataclasses
-import difflib
+import importlib
 import json
 import math
 import os
@@ -51,7 +46,7 @@ class Args:
     save_model: bool = True
     """if toggled, checkpoints are written every `save_freq` steps and at the end"""
     save_attention: bool = False
-    """if toggled, a PNG grid (frame | each head's attention | each head's what/where) of a few evaluation states is written at the end"""
+    """if toggled, a PNG grid of a few evaluation states (frame | each head's attention, what/where) is written at the end"""
 
     # Algorithm specific arguments (CleanRL's ppo_atari_lstm.py defaults; the paper trains with IMPALA)
     env_id: str = "Breakout"
@@ -100,7 +95,7 @@ class Args:
     """if toggled, evaluation takes the most probable action instead of sampling"""
     eval_only: bool = False
     """if toggled, only evaluate the `--resume` checkpoint: `eval_episodes` games on unseen seeds with all cores,
-    each episode's return and length written to a CSV beside the checkpoint (seed 004's 8192-episode evaluation)"""
+    each episode's return and length written to a CSV beside the checkpoint (Free-Lunch Saliency's 8192-episode evaluation)"""
     eval_env_id: Optional[str] = None
     """with `--eval-only`: the game to evaluate on when not the checkpoint's (e.g. `BreakoutInfinite` for a Breakout agent)"""
     save_freq: int = 500_000
@@ -120,11 +115,6 @@ class Args:
     """envpool worker threads for each half of the envs; 0 = one per core"""
 
     # Architecture
-    arch: Literal["mott", "adaptive", "spatiotemporal"] = "mott"
-    """`mott`: ConvLSTM vision core, spatial attention, LSTM policy core (Mott et al. 2019); `adaptive`: IMPALA
-    residual vision core and a Transformer-XL policy core over the previous `memory_len` steps (Kumar et al. 2020);
-    `spatiotemporal`: Mott's vision core and spatial attention (queries from the temporal core's previous output)
-    followed by that Transformer-XL core instead of the LSTM (the thesis' section 3.3)"""
     query_mode: Literal["topdown", "fixed", "l2norm"] = "topdown"
     """queries from the policy LSTM's previous state (the paper's agent), a learned query per head (fixed), or
     no query: attention from each head's key L2 norm (l2norm); section 4.4"""
@@ -145,34 +135,6 @@ class Args:
     query_hidden: int = 128
     """hidden size of the query network"""
 
-    # Temporal core (--arch adaptive / spatiotemporal)
-    memory_len: int = 64
-    """M: the previous steps of the same game each step attends over (cached per layer, as in Transformer-XL)"""
-    d_model: int = 128
-    """width of the temporal core (its per-step embedding, attention and output)"""
-    transformer_layers: int = 2
-    """the number of Transformer-XL layers"""
-    transformer_heads: int = 4
-    """attention heads per layer (d_model must be divisible by it)"""
-    transformer_ff: int = 256
-    """hidden size of each layer's position-wise feed-forward network"""
-    gating: Literal["gru", "residual"] = "gru"
-    """how a sub-layer's output joins its input: the GRU-type gate of GTrXL (Parisotto et al. 2020) or a plain residual sum"""
-    adaptive_span: bool = False
-    """if toggled, each head learns how far back it looks: soft mask m_z(x) = clamp((R + z - x) / R, 0, 1) on its
-    attention over distance x, renormalised, with an L1 penalty on z (Sukhbaatar et al. 2019; Kumar et al. 2020)"""
-    span_ramp: int = 16
-    """R: length of the adaptive span's soft ramp, in steps"""
-    span_init: float = 1.0
-    """each head's initial span z as a fraction of memory_len (1: the whole memory; the penalty prunes it)"""
-    span_coef: float = 2e-6
-    """coefficient of the L1 penalty on the spans: coef x the sum of z (in steps) over heads and layers (Sukhbaatar
-    et al.'s language-model value, untuned for RL)"""
-    impala_channels: tuple[int, ...] = (16, 32, 32)
-    """`adaptive`: channels of the IMPALA residual vision core's stages (Espeholt et al. 2018: 16, 32, 32)"""
-    vision_hidden: int = 256
-    """`adaptive`: size of the fully connected layer after the residual stages"""
-
     # to be filled in runtime
     batch_size: int = 0
     """the batch size (computed in runtime)"""
@@ -182,45 +144,35 @@ class Args:
     """the number of iterations (computed in runtime)"""
 
 
-# Fields that may differ from a checkpoint's when resuming: they control where and how the run is
-# shown, not what is learned.
-RUN_CONTROL_FIELDS = (
-    "resume", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_attention",
-    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads", "eval_only", "eval_env_id",
-)
-# with --eval-only, these also come from the command line
-EVAL_ONLY_FIELDS = ("eval_episodes", "eval_deterministic", "precision")
+# Seed offsets from `--seed`: evaluation games, videos, attention pictures and `--eval-only` games use seeds
+# that no training environment does.
+EVAL_SEED_OFFSET, VIDEO_SEED_OFFSET, PICTURE_SEED_OFFSET, EVAL_ONLY_SEED_OFFSET = 1_000_000, 2_000_000, 3_000_000, 4_000_000
 
 
-def atari_games() -> list[str]:
-    """The game names envpool can make, e.g. `Pong` (its `Pong-v5`)."""
-    from envpool.registration import registry
-
-    return sorted(k[: -len("-v5")] for k, spec in registry.specs.items() if spec[0] == "envpool.atari" and k.endswith("-v5"))
+def import_optional(module: str, feature: str):
+    """`attention_utils.<module>`, imported only when `feature` is asked for (as CleanRL imports cleanrl_utils):
+    without the package the script still trains, evaluates and checkpoints, and the feature fails in one line."""
+    try:
+        return importlib.import_module(f"attention_utils.{module}")
+    except ImportError as error:
+        sys.exit(f"error: {feature} needs the attention_utils package ({error}); install this project with `pip install -e .`")
 
 
 def parse_game(env_id: str) -> str:
-    """`Pong`, `Pong-v5`, `PongNoFrameskip-v4`, `ALE/Pong-v5` -> `Pong` (and `BreakoutInfinite`, seed 004's
-    Breakout with endless walls); exits with one line if unknown."""
-    name = env_id.removeprefix("ALE/")
-    for suffix in ("NoFrameskip-v4", "NoFrameskip-v0", "-v5", "-v4", "-v0"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    games = atari_games() + ["BreakoutInfinite"]
-    if name not in games:
-        close = difflib.get_close_matches(name, games, n=3, cutoff=0.5)
-        hint = f"closest valid games: {', '.join(close)}" if close else f"valid games: {', '.join(games)}"
-        sys.exit(f"error: unknown Atari game '{env_id}'; {hint} (forms: Pong, Pong-v5, PongNoFrameskip-v4, ALE/Pong-v5)")
-    return name
+    """`Pong`, `Pong-v5`, `PongNoFrameskip-v4`, `ALE/Pong-v5` -> `Pong`; `BreakoutInfinite` is Breakout with endless
+    walls (Free-Lunch Saliency, section 6.2). An unknown game exits with one line naming the closest valid ones."""
+    game = re.sub(r"(NoFrameskip-v[04]|-v[045])$", "", env_id.removeprefix("ALE/"))
+    if game != "BreakoutInfinite" and f"{game}-v5" not in envpool.list_all_envs():
+        sys.exit(import_optional("runs", f"unknown game '{env_id}': suggesting valid names").unknown_game(env_id))
+    return game
 
 
 def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: int = 0):
     """envpool Atari with the papers' protocol (NoFrameskip-v4 + SB3 AtariWrapper): frame skip 4 with
     max-pool, 84x84 grey, stack 4, noop_max 30, no sticky actions, minimal actions, fire on reset,
     108k frames max; life loss ends an episode and rewards are clipped for training only."""
-    if game == "BreakoutInfinite":  # envpool cannot write the emulator's RAM
-        return AlePool(game, num_envs, seed, training)
+    if game == "BreakoutInfinite":  # envpool cannot write the emulator's RAM: ale-py games behind envpool's interface
+        return import_optional("ale", "BreakoutInfinite").AlePool(game, num_envs, seed, training)
     return envpool.make(
         f"{game}-v5",
         env_type="gymnasium",
@@ -241,150 +193,6 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
         gray_scale=True,
         frame_skip=4,
     )
-
-
-class RenderedAtari:
-    """One ALE game (gymnasium + ale-py) with the protocol of `make_env` applied by hand, keeping the RGB
-    frames: used for videos and attention pictures (envpool renders nothing) and, pooled in `AlePool`, for
-    `BreakoutInfinite`, Breakout whose bricks respawn forever (seed 004, section 6.2), which needs the
-    emulator's RAM written and so cannot run in envpool."""
-
-    def __init__(self, game: str, seed: int):
-        import ale_py
-        import gymnasium as gym
-
-        gym.register_envs(ale_py)
-        self.infinite = game == "BreakoutInfinite"
-        self.env = gym.make(
-            f"ALE/{'Breakout' if self.infinite else game}-v5", frameskip=1, repeat_action_probability=0.0,
-            full_action_space=False, render_mode="rgb_array", max_num_frames_per_episode=108_000,
-        )
-        self.ale = self.env.unwrapped.ale
-        self.action_set = self.ale.getMinimalActionSet()
-        self.rng = np.random.default_rng(seed)
-        self.seed = seed
-        self.fire_on_reset = "FIRE" in self.env.unwrapped.get_action_meanings()
-        self.game_over = self.truncated = False
-        self.elapsed_step = 0  # agent steps since the game started (after its no-ops)
-        self.score_rewritten = False
-
-    def _frame(self) -> torch.Tensor:
-        grey = torch.from_numpy(self.ale.getScreenGrayscale().astype(np.float32))  # (210, 160)
-        return grey
-
-    def _respawn_bricks(self, reward: float) -> float:
-        """BreakoutInfinite's rule, after every emulator frame: once the score (BCD in RAM bytes 76-77) reaches
-        864, write it back down by 432, which makes the game lay a new wall. The emulator then reports the
-        432 drop as a reward of -432 on the next frame; it is added back, so the agent never sees it and the
-        summed rewards stay the true total."""
-        if self.score_rewritten:
-            reward += 432.0
-            self.score_rewritten = False
-        ram = self.ale.getRAM()
-        score = 100 * int(ram[76] & 0x0F) + 10 * int(ram[77] >> 4) + int(ram[77] & 0x0F)
-        if score >= 864:
-            score -= 432
-            self.ale.setRAM(76, (int(ram[76]) & 0xF0) | score // 100)
-            self.ale.setRAM(77, ((score // 10 % 10) << 4) | score % 10)
-            self.score_rewritten = True
-        return reward
-
-    def _act(self, action: int) -> float:
-        """Four emulator frames, max-pool of the last two; returns the (unclipped) reward."""
-        reward, frames = 0.0, []
-        for i in range(4):
-            frame_reward = self.ale.act(self.action_set[action])
-            reward += self._respawn_bricks(frame_reward) if self.infinite else frame_reward
-            if i >= 2:
-                frames.append(self._frame())
-            if self.ale.game_over(with_truncation=False):
-                break
-        pooled = torch.stack(frames or [self._frame()]).amax(0)  # (210, 160)
-        small = F.interpolate(pooled[None, None], size=(84, 84), mode="area")[0, 0]  # (84, 84), like cv2 INTER_AREA
-        self.stack = torch.cat([self.stack[1:], small.round().to(torch.uint8)[None]])  # (4, 84, 84)
-        return reward
-
-    def reset(self) -> torch.Tensor:
-        self.env.reset(seed=int(self.rng.integers(2**31)))
-        self.stack = torch.zeros(4, 84, 84, dtype=torch.uint8)
-        self.score_rewritten = False
-        for _ in range(int(self.rng.integers(1, 31))):  # noop_max 30
-            self._act(0)
-        if self.fire_on_reset:
-            self._act(1)
-        self.game_over = self.truncated = False
-        self.elapsed_step = 0
-        return self.stack.clone()
-
-    def step(self, action: int) -> tuple[torch.Tensor, float, bool]:
-        """One agent step; returns (stacked observation, unclipped reward, game over or time limit)."""
-        reward = self._act(action)
-        self.elapsed_step += 1
-        self.game_over = self.ale.game_over(with_truncation=False)
-        self.truncated = not self.game_over and self.elapsed_step >= 27_000  # 108k frames, as envpool's limit
-        return self.stack.clone(), reward, self.game_over or self.truncated
-
-    def rgb(self) -> np.ndarray:
-        return self.env.render()  # (210, 160, 3) uint8
-
-
-class AlePool:
-    """`num_envs` RenderedAtari games behind the part of envpool's interface the loop uses (`reset`, `send`,
-    `recv`, `step`, `action_space`, `close`) and with its protocol: for training, a life loss ends the
-    episode and rewards are clipped to their sign (info["reward"] stays unclipped, info["terminated"] marks
-    game over); the step after an episode end is a reset step whose action is ignored (after a life loss:
-    FIRE, or a no-op, to serve the next ball). The games run one after another in this process."""
-
-    def __init__(self, game: str, num_envs: int, seed: int, training: bool):
-        import gymnasium as gym
-
-        self.games = [RenderedAtari(game, seed + i) for i in range(num_envs)]
-        self.training = training
-        self.action_space = gym.spaces.Discrete(len(self.games[0].action_set))
-        self.needs_reset = np.zeros(num_envs, dtype=bool)
-        self.actions = np.zeros(num_envs, dtype=np.int64)
-
-    def reset(self):
-        obs = torch.stack([g.reset() for g in self.games]).numpy()  # (N, 4, 84, 84)
-        self.needs_reset[:] = False
-        return obs, {}
-
-    def send(self, actions: np.ndarray):
-        self.actions = np.asarray(actions)
-
-    def recv(self):
-        num_envs = len(self.games)
-        obs = np.zeros((num_envs, 4, 84, 84), dtype=np.uint8)
-        reward, terminated, truncated = np.zeros(num_envs), np.zeros(num_envs, dtype=bool), np.zeros(num_envs, dtype=bool)
-        info = {"reward": np.zeros(num_envs), "terminated": np.zeros(num_envs, dtype=bool), "lives": np.zeros(num_envs, dtype=np.int32),
-                "elapsed_step": np.zeros(num_envs, dtype=np.int32)}
-        for i, game in enumerate(self.games):
-            if self.needs_reset[i]:  # reset step: no reward for the agent, the action is ignored
-                if game.game_over or game.truncated:
-                    observation = game.reset()
-                else:  # a life was lost: the game goes on
-                    observation, info["reward"][i], _ = game.step(1 if game.fire_on_reset else 0)
-                self.needs_reset[i] = False
-            else:
-                lives = game.ale.lives()
-                observation, info["reward"][i], _ = game.step(int(self.actions[i]))
-                life_lost = game.ale.lives() < lives
-                reward[i] = np.sign(info["reward"][i]) if self.training else info["reward"][i]
-                terminated[i] = game.game_over or (self.training and life_lost)
-                truncated[i] = game.truncated
-                info["terminated"][i] = game.game_over
-                self.needs_reset[i] = terminated[i] or truncated[i]
-            obs[i] = observation.numpy()
-            info["lives"][i], info["elapsed_step"][i] = game.ale.lives(), game.elapsed_step
-        return obs, reward, terminated, truncated, info
-
-    def step(self, actions: np.ndarray):
-        self.send(actions)
-        return self.recv()
-
-    def close(self):
-        for game in self.games:
-            game.env.close()
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -410,14 +218,12 @@ def spatial_basis(height: int, width: int, num_frequencies: int = 4) -> torch.Te
     each channel is the outer product of one vertical and one horizontal basis function, cos(pi u x) (even)
     or sin(pi u x) (odd) with u = 1..num_frequencies and x the cell centre scaled to [0, 1]. Values lie in
     [-1, 1]; no constant channel (it would shift every logit equally and answer nothing)."""
-    frequencies = torch.arange(1, num_frequencies + 1, dtype=torch.float64)
-
-    def basis_functions(n: int) -> torch.Tensor:
-        x = (torch.arange(n, dtype=torch.float64) + 0.5) / n  # (n,) cell centres
-        angles = math.pi * frequencies[:, None] * x[None]  # (F, n)
-        return torch.cat([torch.cos(angles), torch.sin(angles)])  # (2F, n)
-
-    rows, cols = basis_functions(height), basis_functions(width)  # (2F, h), (2F, w)
+    frequencies = torch.arange(1, num_frequencies + 1, dtype=torch.float64)[:, None]  # (F, 1)
+    functions = []
+    for n in (height, width):
+        angles = math.pi * frequencies * (torch.arange(n, dtype=torch.float64) + 0.5) / n  # (F, n): at the cell centres
+        functions.append(torch.cat([torch.cos(angles), torch.sin(angles)]))  # (2F, n): even, then odd
+    rows, cols = functions  # (2F, h), (2F, w)
     basis = rows[:, None, :, None] * cols[None, :, None, :]  # (2F, 2F, h, w)
     return basis.reshape(-1, height, width).float()  # (4F^2, h, w)
 
@@ -429,7 +235,9 @@ class ConvLSTM(nn.Module):
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3):
         super().__init__()
-        self.input_conv = layer_init(nn.Conv2d(in_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2), std=1.0)
+        self.input_conv = layer_init(
+            nn.Conv2d(in_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2), std=1.0
+        )
         self.hidden_conv = nn.Conv2d(hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2, bias=False)
         nn.init.orthogonal_(self.hidden_conv.weight, 1.0)
         with torch.no_grad():  # forget-gate bias 1: remember by default early in training
@@ -459,228 +267,24 @@ def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
     return (summed / coverage).reshape(*attention_map.shape[:-2], *summed.shape[-2:])
 
 
-class GRUGate(nn.Module):
-    """GTrXL's GRU-type gating layer g(x, y) (Parisotto et al. 2020), in place of the residual sum x + y:
-    r = sigmoid(W_r y + U_r x), z = sigmoid(W_z y + U_z x - b_g), h = tanh(W_g y + U_g (r * x)),
-    g = (1 - z) * x + z * h. A positive b_g (2 here, as GTrXL recommends) starts every gate close to the
-    identity, so an untrained core passes its per-step embedding through."""
-
-    def __init__(self, d_model: int, gate_bias: float = 2.0):
-        super().__init__()
-        self.from_y = nn.Linear(d_model, 3 * d_model, bias=False)  # W_r, W_z, W_g
-        self.from_x = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z
-        self.from_rx = nn.Linear(d_model, d_model, bias=False)  # U_g
-        self.gate_bias = gate_bias
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        wr, wz, wg = self.from_y(y).float().chunk(3, -1)
-        ur, uz = self.from_x(x).float().chunk(2, -1)
-        r = torch.sigmoid(wr + ur)
-        z = torch.sigmoid(wz + uz - self.gate_bias)
-        h = torch.tanh(wg + self.from_rx(r * x).float())
-        return (1.0 - z) * x + z * h
-
-
-class TransformerXLLayer(nn.Module):
-    """One Transformer-XL layer (Dai et al. 2019) in GTrXL's identity-map form (Parisotto et al. 2020): layer
-    norm before the attention and the feed-forward network, a ReLU on each sub-layer's output, and a GRU gate
-    (or a residual sum) joining it to the input. The keys and values are the layer's cached inputs of the
-    previous `memory_len` steps and of the current one; each step is a query.
-
-    Position: a learned bias per head and relative distance 0..memory_len added to the logits (relative
-    position as in T5, Raffel et al. 2020, instead of Transformer-XL's sinusoidal terms: with one query per
-    step the distance is all there is to encode). Adaptive span (Sukhbaatar et al. 2019, as Kumar et al. 2020
-    use it): head h weighs distance x by m_z(x) = clamp((R + z_h - x) / R, 0, 1) and renormalises, i.e.
-    softmax(logits + log m_z); z_h = memory_len x a learned fraction clamped to [0, 1]."""
-
-    def __init__(self, d_model: int, heads: int, ff_hidden: int, memory_len: int, gating: str = "gru",
-                 adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0):
-        super().__init__()
-        self.heads, self.head_size, self.memory_len = heads, d_model // heads, memory_len
-        self.attention_norm = nn.LayerNorm(d_model)
-        self.query = layer_init(nn.Linear(d_model, d_model), std=1.0)
-        self.key_value = layer_init(nn.Linear(d_model, 2 * d_model), std=1.0)
-        self.attention_out = layer_init(nn.Linear(d_model, d_model), std=1.0)
-        self.position_bias = nn.Parameter(torch.zeros(heads, memory_len + 1))  # (heads, distance 0..M)
-        self.ff_norm = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(layer_init(nn.Linear(d_model, ff_hidden)), nn.ReLU(), layer_init(nn.Linear(ff_hidden, d_model), std=1.0))
-        self.attention_gate = GRUGate(d_model) if gating == "gru" else None
-        self.ff_gate = GRUGate(d_model) if gating == "gru" else None
-        self.adaptive_span, self.span_ramp = adaptive_span, span_ramp
-        if adaptive_span:
-            self.span_fraction = nn.Parameter(torch.full((heads,), float(span_init)))  # z_h / memory_len
-
-    def spans(self) -> torch.Tensor:
-        """(heads,) z_h in steps."""
-        return self.span_fraction.clamp(0.0, 1.0) * self.memory_len
-
-    def span_mask(self, distance: torch.Tensor) -> torch.Tensor:
-        """m_z(x) for each head at the distances `distance` (...,) -> (heads, ...)."""
-        spans = self.spans().view(-1, *([1] * distance.dim()))  # (heads, 1, ...)
-        return ((self.span_ramp + spans - distance) / self.span_ramp).clamp(0.0, 1.0)
-
-    def join(self, gate, x, y):
-        return x + y if gate is None else gate(x, y)
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor):
-        """x (N, T, d): the layer's inputs at the sequence's steps; memory (N, M, d): its inputs at the M steps
-        before; allowed (N, T, M + 1): which steps of each step's window [M steps back, ..., 1 step back, itself]
-        it may attend to. Returns (outputs (N, T, d) in fp32, attention weights over the windows (N, heads, T, M + 1)).
-        Each step attends over a window gathered to M + 1 keys, so a sequence computes every step with the same
-        operations of the same sizes as a single step does (the replay matches the rollout under bf16 too)."""
-        num_envs, steps, d_model = x.shape
-        memory_len = self.memory_len
-        context = self.attention_norm(torch.cat([memory.to(x.dtype), x], 1))  # (N, M + T, d)
-        keys_values = self.key_value(context).float().view(num_envs, -1, 2, self.heads, self.head_size)  # (N, M + T, 2, H, d_h)
-        keys, values = keys_values.permute(2, 0, 3, 1, 4)  # (N, H, M + T, d_h) each
-        window = torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]  # (T, M + 1): positions in [memory, sequence]
-        keys, values = keys[:, :, window], values[:, :, window]  # (N, H, T, M + 1, d_h)
-        queries = self.query(context[:, -steps:]).float().view(num_envs, steps, self.heads, self.head_size).transpose(1, 2)  # (N, H, T, d_h)
-        logits = (queries[..., None, :] @ keys.transpose(-1, -2))[..., 0, :] / math.sqrt(self.head_size)  # (N, H, T, 1, M + 1) -> (N, H, T, M + 1)
-        distance = torch.arange(memory_len, -1, -1, device=x.device)  # (M + 1,): window slot j is M - j steps back
-        logits = logits + self.position_bias[:, distance][:, None]  # (H, 1, M + 1) broadcast over N and T
-        logits = logits.masked_fill(~allowed[:, None], float("-inf"))  # other episodes, before the game's start
-        if self.adaptive_span:  # softmax(logits + log m) = m exp(logits) / sum(m exp(logits))
-            mask = self.span_mask(distance)[:, None]  # (H, 1, M + 1); distance 0 always has m = 1
-            logits = logits + torch.where(mask > 0, mask.clamp(min=1e-30).log(), torch.full_like(mask, float("-inf")))
-        weights = torch.softmax(logits, -1)  # (N, H, T, M + 1)
-        answers = (weights[..., None, :] @ values)[..., 0, :]  # (N, H, T, 1, d_h) -> (N, H, T, d_h)
-        answers = answers.transpose(1, 2).reshape(num_envs, steps, d_model)  # (N, T, H, d_h) -> (N, T, H * d_h)
-        x = self.join(self.attention_gate, x, F.relu(self.attention_out(answers).float()))
-        x = self.join(self.ff_gate, x, F.relu(self.ff(self.ff_norm(x)).float()))
-        return x, weights
-
-
-class TemporalCore(nn.Module):
-    """The Transformer-XL policy core of the thesis' Adaptive and Spatio-Temporal agents (sections 3.2-3.3,
-    after Kumar et al. 2020). Its recurrent state is (memory (N, layers, M, d): each layer's inputs at the
-    previous M steps, valid (N, M): 1 where a slot holds a step of the current episode). A step attends over
-    the valid slots and itself; an episode end (`done`: the observation ended it) empties the memory for the
-    step after it. A sequence of T steps is computed at once (each step attends over its window of the M steps
-    before it in [memory, sequence], never across an episode end), which equals T single steps."""
-
-    def __init__(self, d_model: int = 128, layers: int = 2, heads: int = 4, ff_hidden: int = 256, memory_len: int = 64,
-                 gating: str = "gru", adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):
-        super().__init__()
-        if d_model % heads:
-            raise ValueError(f"d_model {d_model} is not divisible into {heads} heads")
-        if memory_len < 1:
-            raise ValueError(f"memory_len {memory_len}: give at least 1")
-        self.d_model, self.memory_len, self.heads, self.span_coef = d_model, memory_len, heads, span_coef
-        self.layers = nn.ModuleList(
-            TransformerXLLayer(d_model, heads, ff_hidden, memory_len, gating, adaptive_span, span_ramp, span_init) for _ in range(layers)
-        )
-
-    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        memory = torch.zeros(num_envs, len(self.layers), self.memory_len, self.d_model, device=device)
-        return memory, torch.zeros(num_envs, self.memory_len, device=device)
-
-    def span_loss(self) -> torch.Tensor:
-        """The L1 penalty on the spans: span_coef x the sum of z over heads and layers (0 without adaptive span)."""
-        if not self.layers[0].adaptive_span:
-            return torch.zeros(())
-        # on the unclamped fractions (|z| / M): the mask clamps them to [0, 1] and has no gradient outside it, the
-        # penalty still has one and pulls a fraction the optimizer stepped outside back (Sukhbaatar et al. clamp
-        # the parameter after every step instead)
-        return self.span_coef * sum(layer.span_fraction.abs().sum() * layer.memory_len for layer in self.layers)
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, done: torch.Tensor):
-        """x (N, T, d): per-step embeddings; memory, valid: the state before the sequence; done (N, T). Returns
-        (outputs (N, T, d) fp32, (memory, valid) after the sequence, [attention weights (N, heads, T, M + 1)] per layer,
-        over each step's window: M steps back .. itself)."""
-        num_envs, steps, _ = x.shape
-        memory_len = self.memory_len
-        episode = F.pad(done.cumsum(1), (1, 0))  # (N, T + 1): episode ends before each step and before the next one
-        key_episode = torch.cat([torch.zeros_like(valid), episode[:, :steps]], 1)  # (N, M + T): memory slots are episode 0
-        key_valid = torch.cat([valid > 0, torch.ones_like(done, dtype=torch.bool)], 1)  # (N, M + T)
-        window = torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]  # (T, M + 1): step t's M steps back .. itself
-        allowed = key_valid[:, window] & (key_episode[:, window] == episode[:, :steps, None])  # (N, T, M + 1)
-        hidden, new_memory, weights = x.float(), [], []
-        for i, layer in enumerate(self.layers):
-            new_memory.append(torch.cat([memory[:, i], hidden], 1)[:, -memory_len:])  # layer i's inputs at the last M steps: (N, M, d)
-            hidden, layer_weights = layer(hidden, memory[:, i], allowed)
-            weights.append(layer_weights)
-        # the slots the step after the sequence may attend to: those of its own episode (none after a done)
-        next_valid = (key_valid & (key_episode == episode[:, steps:])).float()[:, -memory_len:]  # (N, M)
-        memory = torch.stack(new_memory, 1) * next_valid[:, None, :, None]  # (N, layers, M, d), emptied slots are zeros
-        return hidden, (memory, next_valid), weights
-
-
-class ResidualBlock(nn.Module):
-    """IMPALA's residual block (Espeholt et al. 2018): x + conv(relu(conv(relu(x)))), 3x3 convolutions."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv0 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
-        self.conv1 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
-
-    def forward(self, x):
-        return x + self.conv1(F.relu(self.conv0(F.relu(x))))
-
-
-class ConvSequence(nn.Module):
-    """One IMPALA stage: 3x3 convolution, 3x3 max-pool with stride 2, two residual blocks (h -> ceil(h / 2))."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = layer_init(nn.Conv2d(in_channels, out_channels, 3, padding=1))
-        self.res0, self.res1 = ResidualBlock(out_channels), ResidualBlock(out_channels)
-
-    def forward(self, x, first_weight_scale: float = 1.0):
-        x = F.conv2d(x, self.conv.weight * first_weight_scale, self.conv.bias, padding=1)
-        x = F.max_pool2d(x, 3, stride=2, padding=1)
-        return self.res1(self.res0(x))
-
-
-class RecurrentPolicy(nn.Module):
-    """Policy and value heads on `unroll`'s output, shared by the three architectures."""
-
-    def get_value(self, x, state, prev_action, prev_reward, done):
-        hidden, _ = self.unroll(x, state, prev_action, prev_reward, done)
-        return self.critic(hidden).float()
-
-    def get_action_and_value(self, x, state, prev_action, prev_reward, done, action=None, deterministic=False):
-        hidden, state = self.unroll(x, state, prev_action, prev_reward, done)
-        logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
-        probs = Categorical(logits=logits)
-        if action is None:
-            action = logits.argmax(-1) if deterministic else probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
-
-    def span_loss(self) -> torch.Tensor:
-        """The adaptive-span L1 penalty to add to the loss (0 for cores without one)."""
-        return self.temporal.span_loss() if hasattr(self, "temporal") else torch.zeros(())
-
-    def default_previous(self, num_envs: int, device, prev_action=None, prev_reward=None):
-        """`attention_maps`' previous action / reward when not given: "none" and 0 (an episode's first step)."""
-        if prev_action is None:
-            prev_action = torch.full((num_envs,), self.num_actions, dtype=torch.long, device=device)
-        if prev_reward is None:
-            prev_reward = torch.zeros(num_envs, device=device)
-        return prev_action, prev_reward
-
-
-class Agent(RecurrentPolicy):
-    """The top-down attention agent of the paper's Figure 1. Vision core: 3 convolutions and a ConvLSTM
-    (eq. 1) whose output is split along channels into keys K and values V; the spatial basis S is
-    concatenated to both. Queries (eq. 2) come from the previous state of the policy LSTM through an MLP;
-    logits are inner products with [K, S] at every location (eq. 3), a spatial softmax per head gives the
-    attention maps (eq. 4) and answers are the attention-weighted sums of [V, S] (eq. 5). The policy core
-    (eq. 6) is an MLP and an LSTM on [answers, queries, previous clipped reward, one-hot previous action];
-    policy and value heads read the LSTM output.
-
-    `query_mode` (section 4.4): `topdown` (queries from the LSTM state), `fixed` (a learned query per head,
-    independent of the state), `l2norm` (no queries: head n attends in proportion to exp of the L2 norm of
-    its own slice of the key channels; the policy core gets no queries).
+class Agent(nn.Module):
+    """The top-down attention agent of the paper's Figure 1. Vision core: 3 convolutions and a ConvLSTM (eq. 1)
+    whose output is split along channels into keys K and values V; the spatial basis S is concatenated to both.
+    Queries (eq. 2) come from the policy LSTM's previous state through an MLP; logits are inner products with
+    [K, S] at every location (eq. 3), a spatial softmax per head gives the attention maps (eq. 4) and answers are
+    the attention-weighted sums of [V, S] (eq. 5). The policy core (eq. 6) is an MLP and an LSTM on [answers,
+    queries, previous clipped reward, one-hot previous action]; policy and value heads read the LSTM output.
+    `query_mode` (section 4.4): `topdown` (as above), `fixed` (a learned query per head), `l2norm` (no queries:
+    head n attends in proportion to exp of the L2 norm of its slice of the key channels).
 
     The recurrent state is (vision h, vision c, core h, core c). Every method takes a sequence flattened
     time-major, (T * N, ...), with the state at its start (N, ...), and per step the previous action
-    (`num_actions` stands for "none", at the start of an episode), the previous reward and `done`: the
-    observation ended an episode, so the state after it is reset to zeros."""
+    (`num_actions`: "none", at the start of an episode), the previous reward and `done`: the observation ended an
+    episode, so the state after it is reset to zeros."""
 
     def __init__(self, num_actions: int, query_mode: str = "topdown", num_queries: int = 4, key_channels: int = 8,
                  value_channels: int = 120, basis_frequencies: int = 4, conv_channels: int = 64, core_hidden: int = 256,
-                 mlp_hidden: int = 512, query_hidden: int = 128):
+                 mlp_hidden: int = 512, query_hidden: int = 128):  # fmt: skip
         super().__init__()
         if query_mode not in ("topdown", "fixed", "l2norm"):
             raise ValueError(f"unknown query mode {query_mode!r}; valid: topdown, fixed, l2norm")
@@ -696,24 +300,22 @@ class Agent(RecurrentPolicy):
         basis_channels = self.basis.shape[0]
         self.query_size = key_channels + basis_channels  # c_k + c_s
         if query_mode == "topdown":
+            hidden = layer_init(nn.Linear(core_hidden, query_hidden))
             self.query_net = nn.Sequential(
-                layer_init(nn.Linear(core_hidden, query_hidden)), nn.ReLU(),
-                layer_init(nn.Linear(query_hidden, num_queries * self.query_size), std=1.0),
+                hidden, nn.ReLU(), layer_init(nn.Linear(query_hidden, num_queries * self.query_size), std=1.0)
             )
         elif query_mode == "fixed":
             self.query_bias = nn.Parameter(torch.randn(num_queries, self.query_size) / math.sqrt(self.query_size))
         answer_size = num_queries * (value_channels + basis_channels)
         query_input = 0 if query_mode == "l2norm" else num_queries * self.query_size
-        self.core_mlp = nn.Sequential(
-            layer_init(nn.Linear(answer_size + query_input + 1 + num_actions, mlp_hidden)), nn.ReLU(),
-            layer_init(nn.Linear(mlp_hidden, core_hidden)), nn.ReLU(),
-        )
+        mlp = [
+            layer_init(nn.Linear(answer_size + query_input + 1 + num_actions, mlp_hidden)),
+            layer_init(nn.Linear(mlp_hidden, core_hidden)),
+        ]
+        self.core_mlp = nn.Sequential(mlp[0], nn.ReLU(), mlp[1], nn.ReLU())
         self.lstm = nn.LSTMCell(core_hidden, core_hidden)
-        for name, param in self.lstm.named_parameters():
-            if "bias" in name:
-                nn.init.constant_(param, 0)
-            elif "weight" in name:
-                nn.init.orthogonal_(param, 1.0)
+        for name, param in self.lstm.named_parameters():  # orthogonal weights, zero biases
+            nn.init.orthogonal_(param, 1.0) if "weight" in name else nn.init.constant_(param, 0)
         self.actor = layer_init(nn.Linear(core_hidden, num_actions), std=0.01)
         self.critic = layer_init(nn.Linear(core_hidden, 1), std=1)
 
@@ -734,7 +336,7 @@ class Agent(RecurrentPolicy):
         return self.conv_lstm.input_gates(h)  # (B, 4 C_lstm, 17, 17)
 
     def queries(self, core_h: torch.Tensor) -> Optional[torch.Tensor]:
-        """(N, heads, c_k + c_s) queries from the previous core state (eq. 2); None for l2norm."""
+        """(N, heads, c_k + c_s) queries from the previous core output (eq. 2); None for l2norm."""
         if self.query_mode == "topdown":
             return self.query_net(core_h).float().view(-1, self.num_queries, self.query_size)  # (N, heads, c_k + c_s)
         if self.query_mode == "fixed":
@@ -742,9 +344,10 @@ class Agent(RecurrentPolicy):
         return None
 
     def attend(self, vision_h: torch.Tensor, core_h: torch.Tensor):
-        """One step of eqs. 2-5 on the ConvLSTM output (N, c_k + c_v, h, w). Returns (answers (N, heads,
-        c_v + c_s), queries or None, attention (N, heads, h*w), content logits, position logits), the two
-        logit parts (N, heads, h*w) being q_k.K and q_s.S (their sum is eq. 3)."""
+        """One step of eqs. 2-5 on the ConvLSTM output (N, c_k + c_v, h, w). Returns (the policy core's input from
+        the attention: answers (N, heads x (c_v + c_s)) and, unless l2norm, queries (N, heads x (c_k + c_s));
+        attention (N, heads, h*w), content logits, position logits), the two logit parts (N, heads, h*w) being
+        q_k.K and q_s.S (their sum is eq. 3)."""
         num_envs = vision_h.shape[0]
         keys = vision_h[:, : self.key_channels].float().flatten(2)  # (N, c_k, h*w)
         values = vision_h[:, self.key_channels :].float().flatten(2)  # (N, c_v, h*w)
@@ -759,7 +362,33 @@ class Agent(RecurrentPolicy):
             position_logits = queries[..., self.key_channels :] @ basis  # (N, heads, c_s) @ (N, c_s, h*w)
         attention = torch.softmax(content_logits + position_logits, dim=-1)  # eq. 4: (N, heads, h*w)
         answers = attention @ torch.cat([values, basis], 1).transpose(1, 2)  # eq. 5: (N, heads, c_v + c_s)
-        return answers, queries, attention, content_logits, position_logits
+        core_input = torch.cat([answers.flatten(1)] + ([] if queries is None else [queries.flatten(1)]), 1)
+        return core_input, attention, content_logits, position_logits
+
+    def spatial_maps(self, x: torch.Tensor, vision_state, core_h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"attention": each head's spatial softmax (eq. 4, sums to 1 over space), "what_where": section 4.6's share
+        of each logit coming from the content part of the query, |q_k.K| / (|q_k.K| + |q_s.S|) in [0, 1] (1 = all
+        "what", 0 = all "where", 0.5 where both parts vanish; l2norm has no query: all content)}, each (N, heads,
+        17, 17), for the observations x (N, 4, 84, 84) seen with the vision state and core output before them."""
+        vision_h, _ = self.conv_lstm(self.vision_features(x), vision_state)  # eq. 1
+        _, attention, content, position = self.attend(vision_h, core_h)
+        content, position = content.abs(), position.abs()
+        total = content + position
+        share = torch.where(total > 0, content / total.clamp(min=1e-12), torch.full_like(total, 0.5))
+        grid = (x.shape[0], self.num_queries, 17, 17)  # (N, heads, h*w) -> (N, heads, h, w)
+        return {"attention": attention.view(grid), "what_where": share.view(grid)}
+
+    def get_value(self, x, state, prev_action, prev_reward, done):
+        hidden, _ = self.unroll(x, state, prev_action, prev_reward, done)
+        return self.critic(hidden).float()
+
+    def get_action_and_value(self, x, state, prev_action, prev_reward, done, action=None, deterministic=False):
+        hidden, state = self.unroll(x, state, prev_action, prev_reward, done)
+        logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = logits.argmax(-1) if deterministic else probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
 
     def unroll(self, x, state, prev_action, prev_reward, done):
         """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
@@ -767,16 +396,17 @@ class Agent(RecurrentPolicy):
         vision_h, vision_c, core_h, core_c = state
         num_envs = vision_h.shape[0]
         input_gates = self.vision_features(x)
-        input_gates = input_gates.reshape(-1, num_envs, *input_gates.shape[1:])  # (T, N, 4 C_lstm, 17, 17)
+        input_gates = input_gates.reshape(-1, num_envs, *input_gates.shape[1:])  # (T * N, ...) -> (T, N, 4 C_lstm, 17, 17)
         prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (T * N, A)
-        extra_inputs = torch.cat([prev_reward[:, None], prev_action.float()], 1).reshape(-1, num_envs, 1 + self.num_actions)  # (T, N, 1 + A)
-        keep = (1.0 - done).reshape(-1, num_envs)  # (T, N)
+        extra_inputs = torch.cat([prev_reward[:, None], prev_action.float()], 1).reshape(-1, num_envs, 1 + self.num_actions)
+        keep = (1.0 - done).reshape(-1, num_envs)  # (T * N,) -> (T, N)
         outputs = []
         for t in range(input_gates.shape[0]):
             vision_h, vision_c = self.conv_lstm(input_gates[t], (vision_h, vision_c))  # eq. 1
-            answers, queries, _, _, _ = self.attend(vision_h, core_h)
-            core_input = [answers.flatten(1)] + ([] if queries is None else [queries.flatten(1)]) + [extra_inputs[t]]
-            core_h, core_c = self.lstm(self.core_mlp(torch.cat(core_input, 1)).float(), (core_h, core_c))  # eq. 6
+            core_input, _, _, _ = self.attend(vision_h, core_h)
+            core_h, core_c = self.lstm(
+                self.core_mlp(torch.cat([core_input, extra_inputs[t]], 1)).float(), (core_h, core_c)
+            )  # eq. 6
             outputs.append(core_h)
             mask = keep[t]  # an episode ended at this observation: the next one starts from zeros
             vision_h, vision_c = vision_h * mask[:, None, None, None], vision_c * mask[:, None, None, None]
@@ -785,228 +415,65 @@ class Agent(RecurrentPolicy):
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
-        """{"attention": (N, heads, 17, 17)}: each head's spatial softmax (eq. 4, sums to 1 over space) for the
-        observations x (N, 4, 84, 84) seen with `state`, the recurrent state before them (the previous action and
-        reward, taken by every architecture's `attention_maps`, do not change them)."""
-        attention = self._attention_step(x, state)[2]
-        return {"attention": attention.view(x.shape[0], self.num_queries, 17, 17)}  # (N, heads, h*w) -> (N, heads, h, w)
-
-    @torch.no_grad()
-    def what_where(self, x: torch.Tensor, state) -> torch.Tensor:
-        """Section 4.6, per head and location: the share of the logit coming from the content part of the
-        query, |q_k.K| / (|q_k.K| + |q_s.S|), in [0, 1] (1 = all "what", 0 = all "where", 0.5 also where both
-        parts vanish). (N, heads, 17, 17). l2norm has no query: its logits are all content (1)."""
-        _, _, _, content, position = self._attention_step(x, state)
-        content, position = content.abs(), position.abs()
-        total = content + position
-        share = torch.where(total > 0, content / total.clamp(min=1e-12), torch.full_like(total, 0.5))
-        return share.view(x.shape[0], self.num_queries, 17, 17)  # (N, heads, h*w) -> (N, heads, h, w)
-
-    def _attention_step(self, x, state):
+        """{"attention", "what_where"}: `spatial_maps`, (N, heads, 17, 17) each, for the observations x (N, 4, 84, 84)
+        seen with `state`, the recurrent state before them (the previous action and reward, which every recurrent
+        agent's `attention_maps` takes, do not change them)."""
         vision_h, vision_c, core_h, _ = state
-        vision_h, _ = self.conv_lstm(self.vision_features(x), (vision_h, vision_c))
-        return self.attend(vision_h, core_h)
+        return self.spatial_maps(x, (vision_h, vision_c), core_h)
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        """Added to the PPO loss: nothing for this agent (the thesis's temporal agents add a span penalty here)."""
+        return torch.zeros((), device=self.actor.weight.device)
+
+    def logged_scalars(self) -> dict[str, float]:
+        """The architecture's own scalars, logged every iteration: none for this agent."""
+        return {}
 
 
-class AdaptiveAgent(RecurrentPolicy):
-    """The thesis' Adaptive agent (section 3.2, after Kumar et al. 2020, "Adaptive Transformers in RL"). Vision
-    core: IMPALA's residual network (Espeholt et al. 2018: three stages of convolution, max-pool and two
-    residual blocks, 84 -> 42 -> 21 -> 11, then ReLU and a fully connected layer). Per-step embedding: a linear
-    map of [vision features, previous clipped reward, one-hot previous action] to d_model. Policy core: the
-    Transformer-XL `TemporalCore` over the previous `memory_len` steps of the same game, optionally with
-    adaptive attention spans; policy and value heads read its output.
-
-    The recurrent state is the core's (memory (N, layers, M, d), valid (N, M)). The vision core has no
-    recurrence, so a whole sequence is computed at once in the update; `unroll` takes and returns what
-    `Agent.unroll` does."""
-
-    def __init__(self, num_actions: int, impala_channels=(16, 32, 32), vision_hidden: int = 256, d_model: int = 128,
-                 transformer_layers: int = 2, transformer_heads: int = 4, transformer_ff: int = 256, memory_len: int = 64,
-                 gating: str = "gru", adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):
-        super().__init__()
-        self.num_actions = num_actions
-        channels = [4, *impala_channels]
-        self.stages = nn.ModuleList(ConvSequence(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
-        size = 84
-        for _ in impala_channels:
-            size = (size + 1) // 2  # max-pool 3x3, stride 2, padding 1
-        self.vision_fc = layer_init(nn.Linear(channels[-1] * size * size, vision_hidden))
-        self.embed = layer_init(nn.Linear(vision_hidden + 1 + num_actions, d_model), std=1.0)
-        self.temporal = TemporalCore(d_model, transformer_layers, transformer_heads, transformer_ff, memory_len, gating,
-                                     adaptive_span, span_ramp, span_init, span_coef)
-        self.actor = layer_init(nn.Linear(d_model, num_actions), std=0.01)
-        self.critic = layer_init(nn.Linear(d_model, 1), std=1)
-
-    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
-        return self.temporal.initial_state(num_envs, device)
-
-    def vision_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, 84, 84) uint8 -> (B, vision_hidden). The first convolution of x / 255 is conv(x, w / 255) + b."""
-        autocast_on = torch.is_autocast_enabled(x.device.type)
-        dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
-        h = x.to(dtype=dtype, memory_format=torch.channels_last)
-        for i, stage in enumerate(self.stages):
-            h = stage(h, 1.0 / 255.0 if i == 0 else 1.0)  # (B, C_i, 84 / 2^(i+1) rounded up, ...)
-        return F.relu(self.vision_fc(F.relu(h).flatten(1)))  # (B, C * 11 * 11) -> (B, vision_hidden)
-
-    def embed_steps(self, x, prev_action, prev_reward) -> torch.Tensor:
-        """(B, ...) steps -> (B, d_model) per-step embeddings."""
-        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (B, A)
-        return self.embed(torch.cat([self.vision_features(x), prev_reward[:, None].to(x.device), prev_action.float()], 1)).float()
-
-    def unroll(self, x, state, prev_action, prev_reward, done):
-        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
-        at its start. Returns the core outputs (T * N, d_model) and the state after the sequence."""
-        memory, valid = state
-        num_envs = memory.shape[0]
-        steps = self.embed_steps(x, prev_action, prev_reward)  # (T * N, d)
-        steps = steps.view(-1, num_envs, steps.shape[-1]).transpose(0, 1)  # (T, N, d) -> (N, T, d)
-        outputs, state, _ = self.temporal(steps, memory, valid, done.view(-1, num_envs).transpose(0, 1))  # done: (T, N) -> (N, T)
-        return outputs.transpose(0, 1).reshape(-1, outputs.shape[-1]), state  # (N, T, d) -> (T, N, d) -> (T * N, d)
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
-        """{"temporal": (N, heads, memory_len + 1)}: the last layer's attention of the step x (N, 4, 84, 84), seen
-        with `state`, over the previous memory_len steps and itself, oldest first (index j is memory_len - j
-        steps back; the last is the current step). Each row sums to 1; steps before the episode start get 0.
-        `prev_action` / `prev_reward` (N,) default to an episode's first step ("none", 0)."""
-        prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
-        memory, valid = state
-        steps = self.embed_steps(x, prev_action, prev_reward)[:, None]  # (N, 1, d)
-        _, _, weights = self.temporal(steps, memory, valid, torch.zeros(x.shape[0], 1, device=x.device))
-        return {"temporal": weights[-1][:, :, 0]}  # (N, heads, 1, M + 1) -> (N, heads, M + 1)
-
-
-class SpatioTemporalAgent(Agent):
-    """The thesis' Spatio-Temporal agent (section 3.3): Mott's vision core and top-down spatial attention
-    (eqs. 1-5, `Agent`), its queries computed from the temporal core's previous output, and the Transformer-XL
-    `TemporalCore` in place of the policy LSTM: the policy MLP's output (size d_model) is the step's embedding,
-    and the core attends over the previous `memory_len` steps of the same game. `query_mode` works as in `Agent`.
-
-    The recurrent state is (vision h, vision c, memory (N, layers, M, d), valid (N, M), previous core output (N, d))."""
-
-    def __init__(self, num_actions: int, query_mode: str = "topdown", num_queries: int = 4, key_channels: int = 8,
-                 value_channels: int = 120, basis_frequencies: int = 4, conv_channels: int = 64, mlp_hidden: int = 512,
-                 query_hidden: int = 128, d_model: int = 128, transformer_layers: int = 2, transformer_heads: int = 4,
-                 transformer_ff: int = 256, memory_len: int = 64, gating: str = "gru", adaptive_span: bool = False,
-                 span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):
-        super().__init__(num_actions, query_mode, num_queries, key_channels, value_channels, basis_frequencies, conv_channels,
-                         core_hidden=d_model, mlp_hidden=mlp_hidden, query_hidden=query_hidden)
-        del self.lstm  # replaced by the temporal core; queries, policy MLP and heads are d_model wide
-        self.temporal = TemporalCore(d_model, transformer_layers, transformer_heads, transformer_ff, memory_len, gating,
-                                     adaptive_span, span_ramp, span_init, span_coef)
-
-    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
-        vision = torch.zeros(num_envs, self.key_channels + self.value_channels, 17, 17, device=device)
-        memory, valid = self.temporal.initial_state(num_envs, device)
-        return (vision, vision.clone(), memory, valid, torch.zeros(num_envs, self.temporal.d_model, device=device))
-
-    def step(self, input_gates, extra_inputs, state, done):
-        """One step from the ConvLSTM's input gates (N, 4 C_lstm, 17, 17) and [previous reward, one-hot previous
-        action] (N, 1 + A). Returns (core output (N, d), state after it (reset where done), spatial attention
-        (N, heads, h*w), temporal weights of each layer [(N, heads, 1, M + 1)])."""
-        vision_h, vision_c, memory, valid, core_h = state
-        vision_h, vision_c = self.conv_lstm(input_gates, (vision_h, vision_c))  # eq. 1
-        answers, queries, attention, _, _ = self.attend(vision_h, core_h)  # queries from the previous core output
-        core_input = [answers.flatten(1)] + ([] if queries is None else [queries.flatten(1)]) + [extra_inputs]
-        embedding = self.core_mlp(torch.cat(core_input, 1)).float()[:, None]  # (N, 1, d)
-        core_h, (memory, valid), weights = self.temporal(embedding, memory, valid, done[:, None])  # the core resets its memory itself
-        core_h = core_h[:, 0]  # (N, 1, d) -> (N, d)
-        mask = 1.0 - done  # an episode ended at this observation: the next one starts from zeros
-        vision_h, vision_c = vision_h * mask[:, None, None, None], vision_c * mask[:, None, None, None]
-        return core_h, (vision_h, vision_c, memory, valid, core_h * mask[:, None]), attention, weights
-
-    def unroll(self, x, state, prev_action, prev_reward, done):
-        """As `Agent.unroll`: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state at the start.
-        Returns the core outputs (T * N, d_model) and the state after the sequence."""
-        num_envs = state[0].shape[0]
-        input_gates = self.vision_features(x)
-        input_gates = input_gates.reshape(-1, num_envs, *input_gates.shape[1:])  # (T, N, 4 C_lstm, 17, 17)
-        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (T * N, A)
-        extra_inputs = torch.cat([prev_reward[:, None], prev_action.float()], 1).reshape(-1, num_envs, 1 + self.num_actions)  # (T, N, 1 + A)
-        done = done.reshape(-1, num_envs)  # (T, N)
-        outputs = []
-        for t in range(input_gates.shape[0]):
-            core_h, state, _, _ = self.step(input_gates[t], extra_inputs[t], state, done[t])
-            outputs.append(core_h)
-        return torch.cat(outputs), state  # (T * N, d_model)
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
-        """{"attention": (N, heads, 17, 17) spatial softmaxes (eq. 4), "temporal": (N, temporal heads, memory_len + 1)
-        the temporal core's last layer over the previous memory_len steps and the current one, oldest first, each
-        row summing to 1} for the observations x (N, 4, 84, 84) seen with `state`. `prev_action` / `prev_reward`
-        (N,), which only the temporal weights depend on, default to an episode's first step ("none", 0)."""
-        prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
-        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # (N, A)
-        extra_inputs = torch.cat([prev_reward[:, None].to(x.device), prev_action.float()], 1)  # (N, 1 + A)
-        zeros = torch.zeros(x.shape[0], device=x.device)
-        _, _, attention, weights = self.step(self.vision_features(x), extra_inputs, state, zeros)
-        return {"attention": attention.view(x.shape[0], self.num_queries, 17, 17),  # (N, heads, h*w) -> (N, heads, h, w)
-                "temporal": weights[-1][:, :, 0]}  # (N, heads, 1, M + 1) -> (N, heads, M + 1)
-
-    def _attention_step(self, x, state):
-        vision_h, vision_c, _, _, core_h = state
-        vision_h, _ = self.conv_lstm(self.vision_features(x), (vision_h, vision_c))
-        return self.attend(vision_h, core_h)
-
-
-def make_agent(args: Args, num_actions: int) -> nn.Module:
-    temporal = dict(d_model=args.d_model, transformer_layers=args.transformer_layers, transformer_heads=args.transformer_heads,
-                    transformer_ff=args.transformer_ff, memory_len=args.memory_len, gating=args.gating, adaptive_span=args.adaptive_span,
-                    span_ramp=args.span_ramp, span_init=args.span_init, span_coef=args.span_coef)
-    if args.arch == "adaptive":
-        return AdaptiveAgent(num_actions, tuple(args.impala_channels), args.vision_hidden, **temporal)
-    if args.arch == "spatiotemporal":
-        return SpatioTemporalAgent(num_actions, args.query_mode, args.num_queries, args.key_channels, args.value_channels,
-                                   args.basis_frequencies, args.conv_channels, args.mlp_hidden, args.query_hidden, **temporal)
-    return Agent(num_actions, args.query_mode, args.num_queries, args.key_channels, args.value_channels, args.basis_frequencies,
-                 args.conv_channels, args.core_hidden, args.mlp_hidden, args.query_hidden)
+def make_agent(args: Args, num_actions: int) -> Agent:
+    return Agent(num_actions, args.query_mode, args.num_queries, args.key_channels, args.value_channels,
+                 args.basis_frequencies, args.conv_channels, args.core_hidden, args.mlp_hidden, args.query_hidden)  # fmt: skip
 
 
 def variant_name(args: Args) -> str:
-    """The architecture's name in run folders and checkpoints: the query mode for `mott` (`topdown`, `fixed`,
-    `l2norm`), else the arch, its query mode when not topdown, and `span` with adaptive spans."""
-    if args.arch == "mott":
-        return args.query_mode
-    query = f"_{args.query_mode}" if args.arch == "spatiotemporal" and args.query_mode != "topdown" else ""
-    return f"{args.arch}{query}{'_span' if args.adaptive_span else ''}"
+    """The architecture's name in run folders and checkpoints: the query mode (`topdown`, `fixed`, `l2norm`)."""
+    return args.query_mode
 
 
-# the settings only some architectures read: giving one to another is refused rather than silently ignored
-TEMPORAL_FIELDS = ("memory_len", "d_model", "transformer_layers", "transformer_heads", "transformer_ff", "gating", "adaptive_span")
-SPAN_FIELDS = ("span_ramp", "span_init", "span_coef")
-IMPALA_FIELDS = ("impala_channels", "vision_hidden")
-MOTT_FIELDS = ("query_mode", "num_queries", "key_channels", "value_channels", "basis_frequencies", "conv_channels", "mlp_hidden", "query_hidden")
-
-
-def arch_error(args: Args) -> Optional[str]:
-    """One line saying what is wrong with the architecture settings, or None."""
-    defaults = Args()
-    flag = lambda fields: ", ".join(f"--{f.replace('_', '-')}" for f in fields)  # noqa: E731
-    changed = lambda fields: [f for f in fields if getattr(args, f) != getattr(defaults, f)]  # noqa: E731
-    users = {"mott": MOTT_FIELDS + ("core_hidden",), "adaptive": TEMPORAL_FIELDS + SPAN_FIELDS + IMPALA_FIELDS,
-             "spatiotemporal": MOTT_FIELDS + TEMPORAL_FIELDS + SPAN_FIELDS}
-    for fields, used_by in ((TEMPORAL_FIELDS + SPAN_FIELDS, "adaptive or spatiotemporal"), (IMPALA_FIELDS, "adaptive"),
-                            (MOTT_FIELDS, "mott or spatiotemporal"), (("core_hidden",), "mott (the temporal core is --d-model wide)")):
-        unused = [f for f in changed(fields) if f not in users[args.arch]]
-        if unused:
-            return f"error: {flag(unused)} only apply to --arch {used_by}, not --arch {args.arch}"
-    if args.arch == "mott":
-        return None
-    if not args.adaptive_span and changed(SPAN_FIELDS):
-        return f"error: {flag(changed(SPAN_FIELDS))} only apply with --adaptive-span"
-    if args.memory_len < 1:
-        return f"error: --memory-len {args.memory_len}: give at least 1"
-    if args.transformer_layers < 1 or args.transformer_heads < 1 or args.d_model < 1 or args.transformer_ff < 1:
-        return "error: --transformer-layers, --transformer-heads, --d-model and --transformer-ff must be at least 1"
-    if args.d_model % args.transformer_heads:
-        return f"error: --d-model {args.d_model} is not divisible into --transformer-heads {args.transformer_heads}"
-    if args.span_ramp < 1 or not 0.0 <= args.span_init <= 1.0 or args.span_coef < 0:
-        return f"error: --span-ramp {args.span_ramp} must be at least 1, --span-init {args.span_init} in [0, 1], --span-coef {args.span_coef} non-negative"
-    if args.arch == "adaptive" and (not args.impala_channels or min(args.impala_channels) < 1 or args.vision_hidden < 1):
-        return f"error: --impala-channels {' '.join(map(str, args.impala_channels))} and --vision-hidden {args.vision_hidden} must be positive"
-    return None
+def check_args(args: Args) -> None:
+    """Refuse, in one line and before anything is built, settings that cannot run."""
+    batch_size = args.num_envs * args.num_steps
+    problems = [
+        (args.eval_only and args.resume is None, "--eval-only evaluates a checkpoint: name it with --resume PATH"),
+        (args.eval_env_id is not None and not args.eval_only, "--eval-env-id is only used with --eval-only"),
+        (args.eval_episodes < 1, f"--eval-episodes {args.eval_episodes}: give at least 1"),
+        (min(args.num_envs, args.num_steps) < 1, f"--num-envs {args.num_envs} and --num-steps {args.num_steps} must be >= 1"),
+        (min(args.num_minibatches, args.update_epochs) < 1, "--num-minibatches and --update-epochs must be >= 1"),
+        (not (0 < args.gamma <= 1 and 0 < args.gae_lambda <= 1), "--gamma and --gae-lambda must be in (0, 1]"),
+        (
+            args.total_timesteps < batch_size,
+            f"--total-timesteps {args.total_timesteps} is smaller than one batch (num_envs x num_steps = {batch_size})",
+        ),
+        (
+            args.num_minibatches > 0 and batch_size % args.num_minibatches != 0,
+            f"batch size {batch_size} is not divisible into --num-minibatches {args.num_minibatches}",
+        ),
+        (
+            args.num_minibatches > 0 and args.num_envs % args.num_minibatches != 0,
+            f"--num-envs {args.num_envs} is not divisible by --num-minibatches {args.num_minibatches} "
+            "(minibatches are made of whole environments)",
+        ),
+        (
+            args.query_mode == "l2norm" and args.key_channels % max(args.num_queries, 1) != 0,
+            f"--query-mode l2norm gives each of the {args.num_queries} heads an equal slice of the --key-channels "
+            f"{args.key_channels}: make them divisible",
+        ),
+    ]
+    for failed, problem in problems:
+        if failed:
+            sys.exit(f"error: {problem}")
+    for env_id in (args.env_id, args.eval_env_id or args.env_id):
+        parse_game(env_id)
 
 
 def compute_gae(rewards, values, dones, terminals, next_value, next_done, next_terminal, gamma, gae_lambda):
@@ -1044,7 +511,9 @@ class Memory:
     def act(self, agent, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions for obs (N, 4, 84, 84); the state advances (`state_before` keeps the one obs was seen with)."""
         self.state_before = self.state
-        self.action, _, _, _, self.state = agent.get_action_and_value(obs, self.state, self.prev_action, self.prev_reward, self.done, deterministic=deterministic)
+        self.action, _, _, _, self.state = agent.get_action_and_value(
+            obs, self.state, self.prev_action, self.prev_reward, self.done, deterministic=deterministic
+        )
         return self.action
 
     def observe(self, reward, episode_end) -> None:
@@ -1056,169 +525,11 @@ class Memory:
         self.done = torch.as_tensor(episode_end, dtype=torch.float32, device=self.done.device).reshape(-1)
 
 
-def head_overlay(rgb: np.ndarray, attention: torch.Tensor) -> np.ndarray:
-    """A head's map (17, 17) alpha-blended on the RGB frame (210, 160, 3): bright = attended, as the paper
-    draws it; the map is scaled by its maximum so each head uses the full range."""
-    heat = upsample_to_input(attention[None].float())  # (1, 84, 84)
-    heat = F.interpolate(heat[None], size=rgb.shape[:2], mode="bilinear")[0, 0].float().cpu()  # (210, 160), fp32 under autocast too
-    alpha = (heat / heat.max().clamp(min=1e-12)).numpy()[..., None]  # (210, 160, 1)
-    return (rgb.astype(np.float32) * (0.15 + 0.85 * alpha)).astype(np.uint8)
-
-
-def what_where_image(rgb: np.ndarray, attention: torch.Tensor, share: torch.Tensor) -> np.ndarray:
-    """Section 4.6's colouring of one head: red = the logit comes from the content ("what") part of the query,
-    blue = from the spatial-basis ("where") part, white = balanced; brightness = attention. (210, 160, 3)."""
-    import matplotlib
-
-    size = rgb.shape[:2]
-    heat = upsample_to_input(attention[None].float())  # (1, 84, 84)
-    heat = F.interpolate(heat[None], size=size, mode="bilinear")[0, 0].float().cpu()  # (210, 160)
-    share = F.interpolate(share[None, None].float(), size=size, mode="nearest")[0, 0].cpu().numpy()  # (210, 160)
-    colours = matplotlib.colormaps["bwr"](share)[..., :3]  # (210, 160, 3): 0 blue, 0.5 white, 1 red
-    alpha = (heat / heat.max().clamp(min=1e-12)).numpy()[..., None]
-    return (255.0 * colours * alpha).astype(np.uint8)
-
-
-def play_and_capture(agent, game, seed, device, autocast, num_states=4, spacing=40):
-    """Plays one rendered game and keeps `num_states` captures, `spacing` steps apart: (rgb, obs, state before
-    obs, previous action, previous reward, the RGB frames of the previous memory_len steps and this one, oldest
-    first and None before the game's start; empty for agents without a temporal core)."""
-    env = RenderedAtari(game, seed)
-    history_len = agent.temporal.memory_len + 1 if hasattr(agent, "temporal") else 0
-    obs, memory, captured, lives = env.reset(), Memory(agent, 1, device), [], env.ale.lives()
-    history = [None] * history_len
-    for step in range(num_states * spacing):
-        if history_len:
-            history = history[1:] + [env.rgb()]
-        if step % spacing == spacing - 1:
-            captured.append((env.rgb(), obs.clone(), memory.state, memory.prev_action, memory.prev_reward, list(history)))
-        with torch.no_grad(), autocast():
-            action = memory.act(agent, obs[None].to(device))
-        obs, reward, done = env.step(int(action))
-        life_lost, lives = env.ale.lives() < lives, env.ale.lives()
-        memory.observe(reward, done or life_lost)
-        if done:
-            obs, memory, lives = env.reset(), Memory(agent, 1, device), env.ale.lives()
-            history = [None] * history_len
-    return captured
-
-
-def temporal_cells(weights: torch.Tensor, width: int, row_height: int = 8) -> np.ndarray:
-    """Temporal weights (heads, memory_len + 1), oldest step first, as coloured cells spread over `width` pixels:
-    a row per head, viridis, each head scaled by its maximum (bright = attended). (heads x row_height, width, 3)."""
-    import matplotlib
-
-    weights = weights.float().cpu()
-    scaled = (weights / weights.amax(-1, keepdim=True).clamp(min=1e-12)).numpy()  # (heads, M + 1)
-    colours = (255 * matplotlib.colormaps["viridis"](scaled)[..., :3]).astype(np.uint8)  # (heads, M + 1, 3)
-    columns = np.arange(width) * scaled.shape[1] // width  # the step each pixel column shows
-    return np.repeat(colours[:, columns], row_height, 0)  # (heads, width, 3) -> (heads x row_height, width, 3)
-
-
-def temporal_strip(history: list, weights: torch.Tensor, thumb_width: int = 32) -> np.ndarray:
-    """The frames the temporal attention points to: thumbnails of the previous memory_len steps and the current
-    one (oldest first, black before the game's start) with, under each, the weight every head gives it
-    (`temporal_cells`). (thumbnail height + 2 + heads x 8, (memory_len + 1) x thumb_width, 3) uint8."""
-    thumb_height = round(210 * thumb_width / 160)
-    thumbs = []
-    for rgb in history:
-        if rgb is None:
-            thumbs.append(np.zeros((thumb_height, thumb_width, 3), dtype=np.uint8))
-            continue
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()  # (1, 3, 210, 160)
-        small = F.interpolate(image, size=(thumb_height, thumb_width), mode="area")[0].permute(1, 2, 0)  # (h, w, 3)
-        thumbs.append(small.round().clamp(0, 255).to(torch.uint8).numpy())
-    film = np.concatenate(thumbs, 1)  # (h, (M + 1) w, 3)
-    separator = np.full((2, film.shape[1], 3), 255, dtype=np.uint8)
-    return np.concatenate([film, separator, temporal_cells(weights, film.shape[1])], 0)
-
-
-def save_attention_grid(agent, game, seed, device, autocast, path, num_states=4, spacing=40):
-    """PNG grid, one row per evaluation state: RGB frame | each head's attention on it | each head's what/where
-    (spatial heads, where the arch has them); for a temporal core, under it the strip of the frames of the
-    previous memory_len steps with each temporal head's weight on them (`temporal_strip`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    captured = play_and_capture(agent, game, seed, device, autocast, num_states, spacing)
-    heads = agent.num_queries if hasattr(agent, "what_where") else 0
-    titles = ["frame"] + [f"head {n + 1}" for n in range(heads)] + [f"head {n + 1} what (red) / where (blue)" for n in range(heads)]
-    temporal = hasattr(agent, "temporal")
-    columns = 1 + 2 * heads
-    if temporal:
-        width = max(columns, 7)
-        fig = plt.figure(figsize=(2.2 * width, 4.4 * len(captured)))
-        layout = fig.add_gridspec(2 * len(captured), width, height_ratios=[3.0, 1.4] * len(captured))
-        axes = [[fig.add_subplot(layout[2 * row, col]) for col in range(columns)] for row in range(len(captured))]
-    else:
-        fig, axes = plt.subplots(len(captured), columns, figsize=(2.2 * columns, 3.0 * len(captured)), squeeze=False)
-    for row, (rgb, obs, state, prev_action, prev_reward, history) in enumerate(captured):
-        with torch.no_grad():
-            maps = agent.attention_maps(obs[None].to(device), state, prev_action, prev_reward)
-        images = [rgb]
-        if heads:
-            attention = maps["attention"][0]  # (heads, 17, 17)
-            with torch.no_grad():
-                share = agent.what_where(obs[None].to(device), state)[0]  # (heads, 17, 17)
-            images += [head_overlay(rgb, attention[n]) for n in range(heads)] + [what_where_image(rgb, attention[n], share[n]) for n in range(heads)]
-        for col, image in enumerate(images):
-            axes[row][col].imshow(image)
-            axes[row][col].set_xticks([])
-            axes[row][col].set_yticks([])
-            if row == 0:
-                axes[row][col].set_title(titles[col], fontsize=7)
-        if temporal:
-            strip_axis = fig.add_subplot(layout[2 * row + 1, :])
-            strip_axis.imshow(temporal_strip(history, maps["temporal"][0]), aspect="auto")
-            strip_axis.set_xticks([])
-            strip_axis.set_yticks([])
-            strip_axis.set_title(f"temporal attention of the last layer's {maps['temporal'].shape[1]} heads (a row each, scaled per head) over the "
-                                 f"previous {maps['temporal'].shape[2] - 1} steps' frames, oldest left, current step right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def video_frame(agent, rgb: np.ndarray, obs: torch.Tensor, state, prev_action=None, prev_reward=None) -> np.ndarray:
-    """One video frame: the RGB frame | each spatial head's attention on it, and for a temporal core a strip
-    under them with each temporal head's weights over the previous memory_len steps and the current one
-    (`temporal_cells`, oldest left). obs: (4, 84, 84) uint8, state: the recurrent state it is seen with,
-    prev_action / prev_reward (1,) the step's. (210 [+ temporal heads x 8], 160 x (spatial heads + 1), 3)."""
-    maps = agent.attention_maps(obs[None], state, prev_action, prev_reward)
-    attention = maps.get("attention")
-    panels = [rgb] + ([] if attention is None else [head_overlay(rgb, attention[0, n]) for n in range(attention.shape[1])])
-    frame = np.concatenate(panels, axis=1)
-    if "temporal" in maps:
-        frame = np.concatenate([frame, temporal_cells(maps["temporal"][0], frame.shape[1])], axis=0)
-    return frame
-
-
-def record_video(agent, game, seed, device, autocast, path, deterministic=False):
-    """One rendered full-game evaluation episode as mp4, the agent's attention drawn on every frame
-    (`video_frame`); returns its (unclipped) return."""
-    import imageio
-
-    env = RenderedAtari(game, seed)
-    obs, done, episode_return = env.reset(), False, 0.0
-    memory, lives = Memory(agent, 1, device), env.ale.lives()
-    with imageio.get_writer(path, fps=15, macro_block_size=1) as video:  # streamed: long episodes stay out of memory
-        while not done:
-            with torch.no_grad(), autocast():
-                video.append_data(video_frame(agent, env.rgb(), obs.to(device), memory.state, memory.prev_action, memory.prev_reward))
-                action = memory.act(agent, obs[None].to(device), deterministic=deterministic)
-            obs, reward, done = env.step(int(action))
-            life_lost, lives = env.ale.lives() < lives, env.ale.lives()
-            memory.observe(reward, done or life_lost)
-            episode_return += reward
-    return episode_return
-
-
 def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, progress=None):
     """`num_episodes` full (unclipped) games on the evaluation pool. Each env plays a number of episodes
     fixed in advance (not "the first N to finish", which would favour short episodes). Returns the
-    per-episode (returns, lengths in agent steps, env indices)."""
+    per-episode (returns, lengths in agent steps, env indices). The agent's `Memory` is reset at every
+    lost life, as in training."""
     obs, _ = envs.reset()
     num_envs = len(obs)
     quota = num_episodes // num_envs + (np.arange(num_envs) < num_episodes % num_envs)
@@ -1246,60 +557,64 @@ def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, p
     return np.array(returns), np.array(lengths), np.array(env_ids)
 
 
+def save_checkpoint(path: str, agent, optimizer, args: Args, global_step: int, iteration: int) -> None:
+    """Everything a resumed run needs: weights, optimizer, settings, counters and the RNG states."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    checkpoint = {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args), "rng": rng}
+    checkpoint.update(
+        global_step=global_step, iteration=iteration, script=os.path.basename(__file__), variant=variant_name(args)
+    )
+    torch.save(checkpoint, path)
+
+
+def load_checkpoint(checkpoint: dict, agent, optimizer) -> tuple[int, int]:
+    """Restore a `save_checkpoint` dict; returns (global_step, the iteration to start from)."""
+    agent.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    random.setstate(checkpoint["rng"]["python"])
+    np.random.set_state(checkpoint["rng"]["numpy"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    return checkpoint["global_step"], checkpoint["iteration"] + 1
+
+
+def receive(
+    envs, rows: slice, rewards_row, dones_row, next_obs, next_done, next_terminal, next_prev_reward, episode_returns
+) -> list:
+    """Collect the step a pool of envs (`rows` of the batch) executed: its reward into `rewards_row` (the buffer row
+    of the step) and, as the next step's previous reward, into `next_prev_reward` (0 after a reset step, taken from
+    an episode's last observation per `dones_row`: a new episode starts clean), the next observations and episode
+    ends into `next_*`. Returns (full-game return, length) for every game that ended (all lives lost, or the time
+    limit)."""
+    obs, reward, terminated, truncated, info = envs.recv()
+    rewards_row[rows] = torch.as_tensor(reward, dtype=torch.float32, device=rewards_row.device)
+    next_prev_reward[rows] = rewards_row[rows] * (1.0 - dones_row[rows])
+    next_obs[rows] = torch.from_numpy(obs).to(next_obs.device)
+    next_done[rows] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=next_done.device)
+    next_terminal[rows] = torch.as_tensor(terminated, dtype=torch.float32, device=next_terminal.device)
+    episode_returns[rows] += info["reward"]
+    finished = []
+    for i in np.flatnonzero(info["terminated"] | truncated):
+        finished.append((episode_returns[rows.start + i], int(info["elapsed_step"][i])))
+        episode_returns[rows.start + i] = 0.0
+    return finished
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    game = parse_game(args.env_id)
-    if args.eval_only and args.resume is None:
-        sys.exit("error: --eval-only evaluates a checkpoint: name it with --resume PATH")
-    if args.eval_env_id is not None and not args.eval_only:
-        sys.exit("error: --eval-env-id is only used with --eval-only")
-    if args.eval_episodes < 1:
-        sys.exit(f"error: --eval-episodes {args.eval_episodes}: give at least 1")
-    eval_game = parse_game(args.eval_env_id) if args.eval_env_id is not None else None
     checkpoint = None
-    if args.resume is not None:
-        if not os.path.isfile(args.resume):
-            sys.exit(f"error: --resume {args.resume}: no such checkpoint file")
-        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
-        saved = checkpoint["args"]
-        defaults = Args()
-        kept = RUN_CONTROL_FIELDS + (EVAL_ONLY_FIELDS if args.eval_only else ())
-        changed = [f for f in saved if f not in kept and f in vars(args) and getattr(args, f) not in (getattr(defaults, f), saved[f])]
-        if changed:
-            print(f"resume: experiment settings come from the checkpoint; ignoring command-line {', '.join(changed)}")
-        args = dataclasses.replace(args, **{k: v for k, v in saved.items() if k not in kept and k in vars(args)})
-        game = parse_game(args.env_id)
+    if args.resume is not None:  # the experiment's settings, counters, weights and RNG states come from the checkpoint
+        args, checkpoint = import_optional("runs", "--resume").resume(args, os.path.basename(__file__))
+    check_args(args)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = args.total_timesteps // args.batch_size
-    if args.num_iterations < 1:
-        sys.exit(f"error: --total-timesteps {args.total_timesteps} is smaller than one batch (num_envs x num_steps = {args.batch_size})")
-    if args.minibatch_size < 1 or args.batch_size % args.num_minibatches:
-        sys.exit(f"error: batch size {args.batch_size} is not divisible into --num-minibatches {args.num_minibatches}")
-    if args.num_envs % args.num_minibatches:
-        sys.exit(f"error: --num-envs {args.num_envs} is not divisible by --num-minibatches {args.num_minibatches} (minibatches are made of whole environments)")
-    if args.query_mode == "l2norm" and args.key_channels % args.num_queries:
-        sys.exit(f"error: --query-mode l2norm gives each of the {args.num_queries} heads an equal slice of the --key-channels {args.key_channels}: make them divisible")
-    if arch_error(args) is not None:
-        sys.exit(arch_error(args))
-    if checkpoint is not None:
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-        run_name = os.path.basename(run_dir)
-    if checkpoint is not None and not args.eval_only:
-        if checkpoint["iteration"] >= args.num_iterations:
-            sys.exit(f"error: checkpoint is at step {checkpoint['global_step']}, already at total_timesteps {args.total_timesteps}")
-        saved_steps = {f: re.fullmatch(r"step_(\d+)\.cleanrl_model", f) for f in os.listdir(run_dir)}
-        later = [f for f, match in saved_steps.items() if match and int(match.group(1)) > checkpoint["global_step"]]
-        if later:
-            sys.exit(f"error: {run_dir} has checkpoints past step {checkpoint['global_step']} ({', '.join(sorted(later))}); copy the checkpoint into a new folder to branch from it")
-    if checkpoint is None:
-        run_name = f"{game}__{args.exp_name}__{variant_name(args)}__{args.seed}__{int(time.time())}"
-        base_name, copy = run_name, 1
-        while os.path.exists(os.path.join("runs", run_name)):  # same second, same settings: never reuse a folder
-            copy += 1
-            run_name = f"{base_name}-{copy}"
-        run_dir = os.path.join("runs", run_name)
-    os.makedirs(run_dir, exist_ok=True)
+    game = parse_game(args.env_id)
+    # the optional features asked for are imported now, so a missing package stops the run before any work
+    pictures = (
+        import_optional("pictures", "--capture-video and --save-attention")
+        if args.capture_video or args.save_attention
+        else None
+    )
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -1308,43 +623,28 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
     num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.torch_threads or num_cores)
-    if args.cuda and torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif args.cuda and torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        device = torch.device("cpu")
+    cuda, mps = args.cuda and torch.cuda.is_available(), args.cuda and torch.backends.mps.is_available()
+    device = torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if args.precision == "auto":  # emulated bf16 (e.g. AVX2-only CPUs) is several times slower than fp32
         args.precision = "bf16" if native_bf16(device) else "fp32"
-    if args.precision == "bf16":
-        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
-    else:
-        autocast = nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
 
-    # long evaluation of a checkpoint (seed 004: 8192 episodes on unseen seeds), then exit
-    if args.eval_only:
-        eval_game = eval_game or game
-        eval_pool = make_env(eval_game, min(args.eval_episodes, 8 * num_cores), args.seed + 4_000_000, False, num_cores)
-        agent = make_agent(args, eval_pool.action_space.n).to(device)
-        try:
-            agent.load_state_dict(checkpoint["model"])
-        except RuntimeError:
-            sys.exit(f"error: the checkpoint's agent does not fit {eval_game} ({eval_pool.action_space.n} actions); evaluate it on the game it was trained on ({game}) or one with the same actions")
-        agent.eval()
-        print(f"eval-only: {variant_name(args)} at step {checkpoint['global_step']:,} on {eval_game}, {args.eval_episodes} episodes, {eval_pool.action_space.n} actions, precision {args.precision}")
-        with tqdm(total=args.eval_episodes, unit="episode", dynamic_ncols=True, disable=not sys.stderr.isatty()) as progress:
-            returns, lengths, env_ids = evaluate(agent, eval_pool, args.eval_episodes, device, autocast, args.eval_deterministic, progress)
-        eval_pool.close()
-        base = os.path.join(run_dir, f"eval_only_{eval_game}_step_{checkpoint['global_step']:09d}_{args.eval_episodes}ep")
-        results_path, copy = f"{base}.csv", 1
-        while os.path.exists(results_path):  # an earlier evaluation is never overwritten
-            copy += 1
-            results_path = f"{base}-{copy}.csv"
-        with open(results_path, "w", newline="") as f:
-            csv.writer(f).writerows([["episode", "env", "return", "length"]] + [[i, e, f"{r:g}", n] for i, (e, r, n) in enumerate(zip(env_ids, returns, lengths))])
-        print(f"eval-only: mean return {returns.mean():.2f} +- {returns.std():.2f} (standard error {returns.std(ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else float('nan'):.2f}), "
-              f"median {np.median(returns):g}, min {returns.min():g}, max {returns.max():g}, mean length {lengths.mean():.0f} steps; episodes in {results_path}")
+    if args.eval_only:  # the long evaluation of a checkpoint (Free-Lunch Saliency: 8192 episodes on unseen seeds)
+        import_optional("runs", "--eval-only").eval_only(sys.modules[__name__], args, checkpoint, device, autocast)
         sys.exit(0)
+
+    if checkpoint is not None:  # a resumed run goes on in its checkpoint's folder
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+    else:
+        run_dir = base_dir = os.path.join(
+            "runs", f"{game}__{args.exp_name}__{variant_name(args)}__{args.seed}__{int(time.time())}"
+        )
+        copy = 1
+        while os.path.exists(run_dir):  # same second, same settings: never reuse a folder
+            copy += 1
+            run_dir = f"{base_dir}-{copy}"
+    run_name = os.path.basename(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
 
     # env setup: two half pools stepped alternately, so one half runs the emulators (envpool's C++
     # threads) while the policy acts on the other half
@@ -1353,19 +653,12 @@ if __name__ == "__main__":
     env_threads = args.env_threads or num_cores
     env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads) for g in range(num_groups)]
     group_rows = [slice(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
-    eval_envs = make_env(game, args.eval_episodes, args.seed + 1_000_000, False, env_threads)
+    eval_envs = make_env(game, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, False, env_threads)
     num_actions = env_groups[0].action_space.n
 
     agent = make_agent(args, num_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    global_step, start_iteration = 0, 1
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step, start_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
+    global_step, start_iteration = load_checkpoint(checkpoint, agent, optimizer) if checkpoint is not None else (0, 1)
     get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
     get_value = torch.compile(agent.get_value) if args.compile else agent.get_value
 
@@ -1373,26 +666,17 @@ if __name__ == "__main__":
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                   name=run_name, id=run_name.replace("/", "_"), resume="allow", save_code=True, dir=run_dir)
+        wandb_run = dict(name=run_name, id=run_name, resume="allow", save_code=True, dir=run_dir)
+        wandb.init(
+            project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args), **wandb_run
+        )
     # on resume, tensorboard hides what the interrupted run logged past the checkpoint
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    args_path = os.path.join(run_dir, "args.json")
+    args_path, evals_path = os.path.join(run_dir, "args.json"), os.path.join(run_dir, "evals.csv")
     if not os.path.exists(args_path):
         with open(args_path, "w") as f:
             json.dump(vars(args), f, indent=2)
-    evals_path = os.path.join(run_dir, "evals.csv")
-    if checkpoint is not None and os.path.exists(evals_path):
-        # evaluations logged after the checkpoint was written are superseded by the resumed run: kept aside
-        with open(evals_path) as f:
-            rows = list(csv.reader(f))
-        stale = [r for r in rows[1:] if int(r[0]) > global_step]
-        if stale:
-            with open(os.path.join(run_dir, "evals.superseded.csv"), "a", newline="") as f:
-                csv.writer(f).writerows(stale)
-            with open(evals_path, "w", newline="") as f:
-                csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= global_step])
     if not os.path.exists(evals_path):
         with open(evals_path, "w", newline="") as f:
             csv.writer(f).writerow(["global_step", "mean_return", "std_return", "episode_returns"])
@@ -1412,66 +696,35 @@ if __name__ == "__main__":
     next_obs = torch.zeros((args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
     next_done = torch.zeros(args.num_envs, device=device)
     next_terminal = torch.zeros(args.num_envs, device=device)
-    # recurrent inputs of the next step: state (mott: vision h, c, core h, c; adaptive: memory, valid; spatiotemporal: vision h,
-    # c, memory, valid, core output; env dimension first), previous action ("none" = num_actions) and reward
+    # recurrent inputs of the next step: the agent's state (env dimension first), previous action ("none" = num_actions)
+    # and previous clipped reward
     next_state = agent.initial_state(args.num_envs, device)
     next_prev_action = torch.full((args.num_envs,), num_actions, dtype=torch.long, device=device)
     next_prev_reward = torch.zeros(args.num_envs, device=device)
     for g, envs in enumerate(env_groups):
         next_obs[group_rows[g]] = torch.from_numpy(envs.reset()[0]).to(device)
     episode_returns = np.zeros(args.num_envs)  # full-game, unclipped (summed over lives)
-    in_flight = [None] * num_groups  # rollout step whose actions a group is executing, or None
+    sent_step = [None] * num_groups  # the rollout step whose actions a group's emulators are executing, or None
     last_return, last_eval = float("nan"), float("nan")
     next_eval = (global_step // args.eval_freq + 1) * args.eval_freq
     next_save = (global_step // args.save_freq + 1) * args.save_freq
 
-    def receive(g):
-        """Collect group g's step: reward of the step it executed, next observation and episode ends."""
-        global last_return
-        obs, reward, terminated, truncated, info = env_groups[g].recv()
-        rows = group_rows[g]
-        rewards_buf[in_flight[g], rows] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-        # the reward of a reset step (taken from an episode's last observation) is 0: the new episode starts clean
-        next_prev_reward[rows] = rewards_buf[in_flight[g], rows] * (1.0 - dones_buf[in_flight[g], rows])
-        next_obs[rows] = torch.from_numpy(obs).to(device)
-        next_done[rows] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
-        next_terminal[rows] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
-        in_flight[g] = None
-        episode_returns[rows] += info["reward"]
-        for i in np.flatnonzero(info["terminated"] | truncated):  # game over (all lives) or time limit
-            last_return = episode_returns[rows][i]
-            writer.add_scalar("charts/episodic_return", last_return, global_step)
-            writer.add_scalar("charts/episodic_length", info["elapsed_step"][i], global_step)
-            episode_returns[rows.start + i] = 0.0
-
-    def checkpoint_now(iteration):
-        path = os.path.join(run_dir, f"step_{global_step:09d}.cleanrl_model")
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        torch.save({"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args), "global_step": global_step,
-                    "iteration": iteration, "rng": rng, "script": os.path.basename(__file__), "variant": variant_name(args)}, path)
-        return path
-
-    def evaluate_now():
-        returns = evaluate(agent, eval_envs, args.eval_episodes, device, autocast, args.eval_deterministic)[0]
-        writer.add_scalar("eval/mean_return", returns.mean(), global_step)
-        writer.add_scalar("eval/std_return", returns.std(), global_step)
-        with open(evals_path, "a", newline="") as f:
-            csv.writer(f).writerow([global_step, f"{returns.mean():.4f}", f"{returns.std():.4f}", ";".join(f"{r:g}" for r in returns)])
-        if args.capture_video:
-            os.makedirs(os.path.join(run_dir, "videos"), exist_ok=True)
-            video_path = os.path.join(run_dir, "videos", f"eval_step_{global_step:09d}.mp4")
-            record_video(agent, game, args.seed + 2_000_000 + global_step, device, autocast, video_path, args.eval_deterministic)
-            if args.track:
-                wandb.log({"eval/video": wandb.Video(video_path, format="mp4"), "global_step": global_step})
-        return returns
-
-    progress = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty())
-    print(f"{run_name}: {variant_name(args)} on {game}, {args.num_iterations * args.batch_size:,} steps, device {device}, precision {args.precision}, outputs in {run_dir}")
+    progress = tqdm(
+        total=args.num_iterations * args.batch_size,
+        initial=global_step,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not sys.stderr.isatty(),
+    )
+    print(
+        f"{run_name}: {variant_name(args)} on {game}, {args.num_iterations * args.batch_size:,} steps, device {device}, "
+        f"precision {args.precision}, outputs in {run_dir}"
+    )
     start_time, start_step = time.time(), global_step
     for iteration in range(start_iteration, args.num_iterations + 1):
         iteration_start = time.time()
         env_time = policy_time = 0.0
-        # Annealing the rate and the clip coefficient if instructed to do so (seed table: both x alpha, alpha 1 -> 0)
+        # Annealing the rate and the clip coefficient if instructed to do so (both x alpha, alpha 1 -> 0)
         frac = 1.0 - (iteration - 1.0) / args.num_iterations
         optimizer.param_groups[0]["lr"] = frac * args.learning_rate if args.anneal_lr else args.learning_rate
         clip_coef = frac * args.clip_coef if args.anneal_clip else args.clip_coef
@@ -1479,7 +732,8 @@ if __name__ == "__main__":
         initial_state = tuple(s.clone() for s in next_state)  # the update replays each env's sequence from here
 
         # one autocast region for the whole rollout: bf16 copies of the weights are made once, not every step
-        with autocast():
+        finished = []  # (return, length) of the games that ended
+        with torch.no_grad(), autocast():
             for step in range(0, args.num_steps):
                 global_step += args.num_envs
                 for g, envs in enumerate(env_groups):
@@ -1488,14 +742,15 @@ if __name__ == "__main__":
                     dones_buf[step, rows] = next_done[rows]
                     terminals_buf[step, rows] = next_terminal[rows]
 
-                    # ALGO LOGIC: action logic
-                    tic = time.time()
                     prev_actions_buf[step, rows] = next_prev_action[rows]
                     prev_rewards_buf[step, rows] = next_prev_reward[rows]
-                    with torch.no_grad(), autocast():
-                        action, logprob, _, value, state = get_action_and_value(
-                            next_obs[rows], tuple(s[rows] for s in next_state), next_prev_action[rows], next_prev_reward[rows], next_done[rows]
-                        )
+
+                    # ALGO LOGIC: action logic
+                    tic = time.time()
+                    state = tuple(s[rows] for s in next_state)
+                    action, logprob, _, value, state = get_action_and_value(
+                        next_obs[rows], state, next_prev_action[rows], next_prev_reward[rows], next_done[rows]
+                    )
                     for s, new in zip(next_state, state):  # zeros after an episode's last observation
                         s[rows] = new
                     next_prev_action[rows] = torch.where(next_done[rows].bool(), num_actions, action)
@@ -1505,23 +760,57 @@ if __name__ == "__main__":
                     action_np = action.cpu().numpy()
                     policy_time += time.time() - tic
 
-                    # TRY NOT TO MODIFY: execute the game; collect the other group while this one steps
+                    # TRY NOT TO MODIFY: execute the game; collect the other group (one group: itself) while this one steps
                     tic = time.time()
                     envs.send(action_np)
-                    in_flight[g] = step
-                    if in_flight[g - 1] is not None:  # with one group: itself
-                        receive(g - 1)
+                    sent_step[g] = step
+                    if sent_step[g - 1] is not None:
+                        finished += receive(
+                            env_groups[g - 1],
+                            group_rows[g - 1],
+                            rewards_buf[sent_step[g - 1]],
+                            dones_buf[sent_step[g - 1]],
+                            next_obs,
+                            next_done,
+                            next_terminal,
+                            next_prev_reward,
+                            episode_returns,
+                        )
+                        sent_step[g - 1] = None
                     env_time += time.time() - tic
-        tic = time.time()
-        for g in range(num_groups):
-            if in_flight[g] is not None:
-                receive(g)
-        env_time += time.time() - tic
+            tic = time.time()
+            for g in range(num_groups):
+                if sent_step[g] is not None:
+                    finished += receive(
+                        env_groups[g],
+                        group_rows[g],
+                        rewards_buf[sent_step[g]],
+                        dones_buf[sent_step[g]],
+                        next_obs,
+                        next_done,
+                        next_terminal,
+                        next_prev_reward,
+                        episode_returns,
+                    )
+                    sent_step[g] = None
+            env_time += time.time() - tic
 
-        # bootstrap value if not done
-        with torch.no_grad(), autocast():
+            # bootstrap value if not done
             next_value = get_value(next_obs, next_state, next_prev_action, next_prev_reward, next_done).reshape(1, -1)
-        advantages, returns = compute_gae(rewards_buf, values_buf, dones_buf, terminals_buf, next_value, next_done, next_terminal, args.gamma, args.gae_lambda)
+        for last_return, length in finished:
+            writer.add_scalar("charts/episodic_return", last_return, global_step)
+            writer.add_scalar("charts/episodic_length", length, global_step)
+        advantages, returns = compute_gae(
+            rewards_buf,
+            values_buf,
+            dones_buf,
+            terminals_buf,
+            next_value,
+            next_done,
+            next_terminal,
+            args.gamma,
+            args.gae_lambda,
+        )
         # a step taken from an episode's final observation is envpool's reset step (action ignored, no reward): not trained on
         valid = 1.0 - dones_buf
 
@@ -1548,14 +837,20 @@ if __name__ == "__main__":
         for epoch in range(args.update_epochs):
             np.random.shuffle(env_inds)
             for start in range(0, args.num_envs, envs_per_batch):
-                mb_envs = torch.from_numpy(env_inds[start : start + envs_per_batch]).to(device)
-                mb_inds = torch.from_numpy(flat_inds[:, env_inds[start : start + envs_per_batch]].ravel()).to(device)  # (T * n,) time-major
+                mb_envs = env_inds[start : start + envs_per_batch]
+                mb_inds = torch.from_numpy(flat_inds[:, mb_envs].ravel()).to(device)  # (T * n,) time-major
+                mb_state = tuple(s[torch.from_numpy(mb_envs).to(device)] for s in initial_state)
                 mb_valid = b_valid[mb_inds]
                 num_valid = mb_valid.sum().clamp(min=1.0)
 
                 with autocast():
                     _, newlogprob, entropy, newvalue, _ = get_action_and_value(
-                        b_obs[mb_inds], tuple(s[mb_envs] for s in initial_state), b_prev_actions[mb_inds], b_prev_rewards[mb_inds], b_dones[mb_inds], b_actions[mb_inds]
+                        b_obs[mb_inds],
+                        mb_state,
+                        b_prev_actions[mb_inds],
+                        b_prev_rewards[mb_inds],
+                        b_dones[mb_inds],
+                        b_actions[mb_inds],
                     )
                 logratio = newlogprob - b_logprobs[mb_inds]
                 ratio = logratio.exp()
@@ -1591,9 +886,7 @@ if __name__ == "__main__":
                     v_loss = (((newvalue - b_returns[mb_inds]) ** 2) * mb_valid).sum() / num_valid
 
                 entropy_loss = (entropy * mb_valid).sum() / num_valid
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-                if args.adaptive_span:  # Sukhbaatar et al. 2019: L1 penalty on the learned attention spans
-                    loss = loss + agent.span_loss()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + agent.auxiliary_loss()
 
                 optimizer.zero_grad()
                 loss.backward()
@@ -1612,12 +905,28 @@ if __name__ == "__main__":
         eval_start = time.time()
         torch.set_num_threads(args.rollout_threads)
         if global_step >= next_eval or iteration == args.num_iterations:
-            eval_returns = evaluate_now()
-            next_eval = (global_step // args.eval_freq + 1) * args.eval_freq
-            last_eval = eval_returns.mean()
-            progress.write(f"global_step={global_step}, eval mean_return={eval_returns.mean():.2f} +- {eval_returns.std():.2f}")
+            eval_returns = evaluate(agent, eval_envs, args.eval_episodes, device, autocast, args.eval_deterministic)[0]
+            last_eval, next_eval = eval_returns.mean(), (global_step // args.eval_freq + 1) * args.eval_freq
+            writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
+            writer.add_scalar("eval/std_return", eval_returns.std(), global_step)
+            with open(evals_path, "a", newline="") as f:
+                episodes = ";".join(f"{r:g}" for r in eval_returns)
+                csv.writer(f).writerow([global_step, f"{eval_returns.mean():.4f}", f"{eval_returns.std():.4f}", episodes])
+            progress.write(
+                f"global_step={global_step}, eval mean_return={eval_returns.mean():.2f} +- {eval_returns.std():.2f}"
+            )
+            if args.capture_video:
+                video_path = os.path.join(run_dir, "videos", f"eval_step_{global_step:09d}.mp4")
+                os.makedirs(os.path.dirname(video_path), exist_ok=True)
+                video_seed = args.seed + VIDEO_SEED_OFFSET + global_step
+                pictures.record_video(
+                    sys.modules[__name__], agent, game, video_seed, device, autocast, video_path, args.eval_deterministic
+                )
+                if args.track:
+                    wandb.log({"eval/video": wandb.Video(video_path, format="mp4"), "global_step": global_step})
         if args.save_model and (global_step >= next_save or iteration == args.num_iterations):
-            checkpoint_path = checkpoint_now(iteration)
+            checkpoint_path = os.path.join(run_dir, f"step_{global_step:09d}.cleanrl_model")
+            save_checkpoint(checkpoint_path, agent, optimizer, args, global_step, iteration)
             next_save = (global_step // args.save_freq + 1) * args.save_freq
         eval_time = time.time() - eval_start
 
@@ -1636,8 +945,8 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         writer.add_scalar("debug/replay_logprob_error", replay_logprob_error, global_step)
         writer.add_scalar("debug/replay_value_error", replay_value_error, global_step)
-        if args.adaptive_span:
-            writer.add_scalar("charts/mean_span", torch.cat([layer.spans() for layer in agent.temporal.layers]).mean().item(), global_step)
+        for tag, value in agent.logged_scalars().items():
+            writer.add_scalar(tag, value, global_step)
         writer.add_scalar("perf/env_s", env_time, global_step)
         writer.add_scalar("perf/policy_s", policy_time, global_step)
         writer.add_scalar("perf/update_s", update_time, global_step)
@@ -1647,14 +956,19 @@ if __name__ == "__main__":
         progress.update(args.batch_size)
         if progress.disable and (iteration % max(1, args.num_iterations // 20) == 0 or iteration == args.num_iterations):
             eta = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
-            print(f"global_step={global_step}/{args.num_iterations * args.batch_size}, SPS={sps}, ETA={eta / 60:.1f} min, episodic_return={last_return:.1f}", flush=True)
+            print(
+                f"global_step={global_step}/{args.num_iterations * args.batch_size}, SPS={sps}, ETA={eta / 60:.1f} min, "
+                f"episodic_return={last_return:.1f}",
+                flush=True,
+            )
 
     progress.close()
     if args.save_model:
         print(f"checkpoint: {checkpoint_path}")
     if args.save_attention:
         attention_path = os.path.join(run_dir, f"attention_step_{global_step:09d}.png")
-        save_attention_grid(agent, game, args.seed + 3_000_000, device, autocast, attention_path)
+        picture_seed = args.seed + PICTURE_SEED_OFFSET
+        pictures.save_attention_grid(sys.modules[__name__], agent, game, picture_seed, device, autocast, attention_path)
         print(f"attention grid: {attention_path}")
         if args.track:
             wandb.log({"eval/attention": wandb.Image(attention_path), "global_step": global_step})

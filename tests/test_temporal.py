@@ -1,4 +1,4 @@
-"""ppo_atari_topdown.py --arch adaptive / spatiotemporal: the Transformer-XL core's memory (window, episode ends,
+"""ppo_atari_temporal.py --arch adaptive / spatiotemporal: the Transformer-XL core's memory (window, episode ends,
 replay equivalence), the adaptive span, temporal and spatial maps, bad settings, and tiny end-to-end runs through
 the real entry point with checkpoint, resume, pictures and the attention_utils tools."""
 import subprocess
@@ -13,7 +13,7 @@ from conftest import REPO, describe, load_module, script_env
 from test_topdown import (TINY_RUN, assert_exact_replay_in_training, assert_replay_reproduces_rollout, check_tiny_run_and_resume, run_topdown,
                           tiny_runs)
 
-SCRIPT = REPO / "ppo_atari_topdown.py"
+SCRIPT = REPO / "ppo_atari_temporal.py"
 MEMORY = 4  # shorter than the test sequences, so the window slides
 TEMPORAL = dict(d_model=32, transformer_ff=32, memory_len=MEMORY)
 ADAPTIVE = dict(impala_channels=(8, 8, 8), vision_hidden=32, **TEMPORAL)
@@ -35,13 +35,17 @@ FLAGS = {
 
 
 @pytest.fixture(scope="module")
-def topdown():
-    return load_module(SCRIPT, "ppo_atari_topdown")
+def temporal():
+    return load_module(SCRIPT, "ppo_atari_temporal")
 
 
-def make(topdown, name, num_actions=5):
+def run_temporal(args, cwd, timeout=600):
+    return run_topdown(args, cwd, timeout, script=SCRIPT)
+
+
+def make(temporal, name, num_actions=5):
     params = ARCHS[name]
-    cls = topdown.AdaptiveAgent if name.startswith("adaptive") else topdown.SpatioTemporalAgent
+    cls = temporal.AdaptiveAgent if name.startswith("adaptive") else temporal.SpatioTemporalAgent
     return cls(num_actions, **params)
 
 
@@ -55,15 +59,15 @@ def random_inputs(count, seed=0):
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
-def test_replay_reproduces_rollout_across_episode_ends(topdown, name):
+def test_replay_reproduces_rollout_across_episode_ends(temporal, name):
     torch.manual_seed(2)
-    assert_replay_reproduces_rollout(make(topdown, name), steps=11)
+    assert_replay_reproduces_rollout(make(temporal, name), steps=11)
 
 
 @pytest.mark.parametrize("name", ["adaptive", "spatiotemporal"])
-def test_state_is_emptied_after_done(topdown, name):
+def test_state_is_emptied_after_done(temporal, name):
     torch.manual_seed(4)
-    agent = make(topdown, name)
+    agent = make(temporal, name)
     state = tuple(torch.rand_like(s) + 0.5 for s in agent.initial_state(2, "cpu"))  # all slots valid, nothing zero
     none = torch.full((2,), agent.num_actions, dtype=torch.long)
     with torch.no_grad():
@@ -75,10 +79,10 @@ def test_state_is_emptied_after_done(topdown, name):
     assert torch.equal(valid[1], torch.ones(MEMORY))
 
 
-def test_memory_window_and_validity(topdown):
+def test_memory_window_and_validity(temporal):
     """A step sees itself and at most the M steps before it; a fresh episode sees only its own steps."""
     torch.manual_seed(5)
-    core = topdown.TemporalCore(d_model=16, layers=2, heads=2, ff_hidden=16, memory_len=3)
+    core = temporal.TemporalCore(d_model=16, layers=2, heads=2, ff_hidden=16, memory_len=3)
     memory, valid = core.initial_state(1, "cpu")
     x = torch.randn(1, 6, 16)
     with torch.no_grad():
@@ -98,10 +102,10 @@ def test_memory_window_and_validity(topdown):
     assert torch.allclose(whole[:, 6:], second, atol=1e-5)
 
 
-def test_attention_by_hand(topdown):
+def test_attention_by_hand(temporal):
     """One step over a full memory, recomputed head by head: softmax_j(q_h . k_h[j] / sqrt(d_h) + b[h, distance j])."""
     torch.manual_seed(8)
-    layer = topdown.TransformerXLLayer(8, 2, 8, memory_len=3)
+    layer = temporal.TransformerXLLayer(8, 2, 8, memory_len=3)
     with torch.no_grad():
         layer.position_bias.normal_()
         x, memory = torch.randn(1, 1, 8), torch.randn(1, 3, 8)
@@ -115,7 +119,7 @@ def test_attention_by_hand(topdown):
             logits = keys[:, part] @ query[part] / 2.0 + layer.position_bias[head, [3, 2, 1, 0]]
             assert torch.allclose(weights[0, head, 0], torch.softmax(logits, 0), atol=1e-6)
     # the core gives its layer that window: the M memory slots, oldest first, then the current step
-    core = topdown.TemporalCore(8, layers=1, heads=2, ff_hidden=8, memory_len=3)
+    core = temporal.TemporalCore(8, layers=1, heads=2, ff_hidden=8, memory_len=3)
     core.layers[0] = layer
     with torch.no_grad():
         _, _, core_weights = core(x, memory[:, None], torch.ones(1, 3), torch.zeros(1, 1))
@@ -123,9 +127,9 @@ def test_attention_by_hand(topdown):
 
 
 @pytest.mark.parametrize("name", ["adaptive", "spatiotemporal", "spatiotemporal_span"])
-def test_temporal_maps_sum_to_one_over_valid_steps(topdown, name):
+def test_temporal_maps_sum_to_one_over_valid_steps(temporal, name):
     torch.manual_seed(6)
-    agent = make(topdown, name)
+    agent = make(temporal, name)
     obs = random_inputs(2)
     state = agent.initial_state(2, "cpu")
     maps = agent.attention_maps(obs, state)
@@ -151,9 +155,9 @@ def test_temporal_maps_sum_to_one_over_valid_steps(topdown, name):
         assert set(maps) == {"temporal"}
 
 
-def test_adaptive_span_mask(topdown):
+def test_adaptive_span_mask(temporal):
     """m_z(x) = clamp((R + z - x) / R, 0, 1), renormalised; the L1 penalty is coef x sum z and pulls z down."""
-    layer = topdown.TransformerXLLayer(8, 2, 8, memory_len=8, adaptive_span=True, span_ramp=2, span_init=0.25)
+    layer = temporal.TransformerXLLayer(8, 2, 8, memory_len=8, adaptive_span=True, span_ramp=2, span_init=0.25)
     with torch.no_grad():
         layer.span_fraction.copy_(torch.tensor([0.25, 1.5]))  # z = 2 steps; z = 8 (clamped to the memory)
     distance = torch.arange(9.0)
@@ -165,14 +169,14 @@ def test_adaptive_span_mask(topdown):
     allowed = torch.ones(1, 1, 9, dtype=torch.bool)
     with torch.no_grad():
         _, weights = layer(x, memory, allowed)  # window slot j is 8 - j steps back
-        plain = topdown.TransformerXLLayer(8, 2, 8, memory_len=8)
+        plain = temporal.TransformerXLLayer(8, 2, 8, memory_len=8)
         plain.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "span_fraction"})
         _, unmasked = plain(x, memory, allowed)
     assert (weights[0, 0, 0, :5] == 0).all() and (weights[0, 0, 0, 5:] > 0).all()  # distances 8..4 masked
     expected = unmasked[0, 0, 0] * mask[0].flip(0)
     assert torch.allclose(weights[0, 0, 0], expected / expected.sum(), atol=1e-6)
     assert torch.allclose(weights[0, 1], unmasked[0, 1], atol=1e-6)  # a full span changes nothing
-    core = topdown.TemporalCore(8, layers=2, heads=2, ff_hidden=8, memory_len=8, adaptive_span=True, span_init=0.5, span_coef=0.1)
+    core = temporal.TemporalCore(8, layers=2, heads=2, ff_hidden=8, memory_len=8, adaptive_span=True, span_init=0.5, span_coef=0.1)
     loss = core.span_loss()
     assert loss.item() == pytest.approx(0.1 * 4 * 4)  # 2 layers x 2 heads x z = 4 steps
     loss.backward()
@@ -183,10 +187,10 @@ def test_adaptive_span_mask(topdown):
     core.span_loss().backward()
     assert (core.layers[0].span_fraction.grad > 0).all()
     assert torch.equal(core.layers[0].spans(), torch.full((2,), 8.0))
-    assert topdown.TemporalCore(8, heads=2, ff_hidden=8).span_loss().item() == 0.0
+    assert temporal.TemporalCore(8, heads=2, ff_hidden=8).span_loss().item() == 0.0
 
 
-def test_parameter_count_by_hand(topdown):
+def test_parameter_count_by_hand(temporal):
     d, ff, heads, memory = 128, 256, 4, 64
     layer = (2 * 2 * d) + (d * d + d) + (d * 2 * d + 2 * d) + (d * d + d) + heads * (memory + 1)  # 2 norms, q, kv, out, position bias
     layer += (d * ff + ff) + (ff * d + d) + 2 * (3 * d * d + 2 * d * d + d * d)  # feed-forward, two GRU gates
@@ -195,33 +199,44 @@ def test_parameter_count_by_hand(topdown):
         impala += (c_in * c_out * 9 + c_out) + 4 * (c_out * c_out * 9 + c_out)
     vision = impala + (32 * 11 * 11 * 256 + 256)
     heads_out = (d * 4 + 4) + (d + 1)
-    adaptive = topdown.AdaptiveAgent(4)
+    adaptive = temporal.AdaptiveAgent(4)
     assert sum(p.numel() for p in adaptive.parameters()) == vision + ((256 + 1 + 4) * d + d) + 2 * layer + heads_out
-    mott = sum(p.numel() for p in topdown.Agent(4).parameters())
+    mott = sum(p.numel() for p in load_module(REPO / "ppo_atari_topdown.py", "ppo_atari_topdown").Agent(4).parameters())
     lstm, mott_heads = 2 * 4 * 256 * 256 + 2 * 4 * 256, (256 * 4 + 4) + (256 + 1)
     # spatiotemporal: Mott's agent at core width d, the LSTM replaced by 2 layers
     query_net = (256 * 128 + 128) - (d * 128 + 128)
     core_mlp = (512 * 256 + 256) - (512 * d + d)
     expected = mott - lstm - mott_heads - query_net - core_mlp + 2 * layer + heads_out
-    assert sum(p.numel() for p in topdown.SpatioTemporalAgent(4).parameters()) == expected
+    assert sum(p.numel() for p in temporal.SpatioTemporalAgent(4).parameters()) == expected
 
 
-def test_arch_errors(topdown):
-    def error(**changes):
-        return topdown.arch_error(topdown.Args(**changes))
+def test_variant_names(temporal):
+    assert temporal.variant_name(temporal.Args(arch="spatiotemporal", query_mode="fixed", adaptive_span=True)) == "spatiotemporal_fixed_span"
+    assert temporal.variant_name(temporal.Args(arch="spatiotemporal")) == "spatiotemporal"
+    assert temporal.variant_name(temporal.Args(arch="adaptive", adaptive_span=True)) == "adaptive_span"
+    assert temporal.variant_name(temporal.Args()) == "adaptive"
 
-    assert error() is None and error(arch="adaptive") is None and error(arch="spatiotemporal", query_mode="fixed") is None
-    assert error(adaptive_span=True) == "error: --adaptive-span only apply to --arch adaptive or spatiotemporal, not --arch mott"
-    assert "--memory-len" in error(memory_len=8)
-    assert error(arch="adaptive", memory_len=0) == "error: --memory-len 0: give at least 1"
-    assert "--query-mode" in error(arch="adaptive", query_mode="fixed")
-    assert "--core-hidden" in error(arch="spatiotemporal", core_hidden=64)
-    assert "--impala-channels" in error(arch="spatiotemporal", impala_channels=(8,))
-    assert error(arch="adaptive", span_ramp=4) == "error: --span-ramp only apply with --adaptive-span"
-    assert "divisible" in error(arch="adaptive", d_model=30)
-    assert "--span-init" in error(arch="adaptive", adaptive_span=True, span_init=2.0)
-    assert topdown.variant_name(topdown.Args(arch="spatiotemporal", query_mode="fixed", adaptive_span=True)) == "spatiotemporal_fixed_span"
-    assert topdown.variant_name(topdown.Args()) == "topdown"
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(arch="adaptive", query_mode="fixed"), "error: --query-mode only apply to --arch spatiotemporal"),
+    (dict(arch="spatiotemporal", impala_channels=(8,)), "error: --impala-channels only apply to --arch adaptive"),
+    (dict(arch="adaptive", span_ramp=4), "error: --span-ramp only apply with --adaptive-span"),
+    (dict(arch="adaptive", memory_len=0), "error: --memory-len 0: give at least 1"),
+    (dict(arch="adaptive", d_model=30), "error: --d-model 30 is not divisible into --transformer-heads 4"),
+    (dict(arch="adaptive", adaptive_span=True, span_init=2.0), "--span-init 2.0 in [0, 1]"),
+    (dict(arch="spatiotemporal", query_mode="l2norm", key_channels=6), "make them divisible"),
+    (dict(num_envs=3, num_minibatches=2, num_steps=16, total_timesteps=96), "whole environments"),
+])
+def test_bad_arch_settings(temporal, changes, message):
+    """check_args refuses settings the chosen architecture cannot use, in one line."""
+    with pytest.raises(SystemExit) as exit_info:
+        temporal.check_args(temporal.Args(**changes))
+    assert message in str(exit_info.value)
+
+
+def test_good_arch_settings_pass(temporal):
+    for changes in (dict(), dict(arch="spatiotemporal", query_mode="fixed"), dict(arch="adaptive", adaptive_span=True, span_ramp=4)):
+        temporal.check_args(temporal.Args(**changes))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -230,14 +245,14 @@ def test_arch_errors(topdown):
 
 @pytest.fixture(scope="module")
 def arch_runs(tmp_path_factory):
-    return tiny_runs(tmp_path_factory, lambda arch: [*FLAGS[arch], "--save-attention"])
+    return tiny_runs(tmp_path_factory, lambda arch: [*FLAGS[arch], "--save-attention"], script=SCRIPT)
 
 
 @pytest.mark.parametrize("arch", list(FLAGS))
-def test_arch_trains_checkpoints_and_resumes(topdown, arch_runs, arch, tmp_path):
+def test_arch_trains_checkpoints_and_resumes(temporal, arch_runs, arch, tmp_path):
     variant = "spatiotemporal_span" if arch == "spatiotemporal" else arch  # FLAGS: spatiotemporal with --adaptive-span
     # the memory (8 steps) is carried across the rollouts of 16 steps and replayed exactly from the stored one
-    checkpoint, agent, scalars = check_tiny_run_and_resume(topdown, arch_runs(arch), variant, tmp_path)
+    checkpoint, agent, scalars = check_tiny_run_and_resume(temporal, arch_runs(arch), variant, tmp_path)
     assert checkpoint["args"]["arch"] == arch and agent.temporal.memory_len == 8
     if arch == "spatiotemporal":  # --adaptive-span: the spans are penalised, so they moved below the whole memory
         spans = [v for _, v in scalars["charts/mean_span"]]
@@ -249,11 +264,11 @@ def test_arch_trains_checkpoints_and_resumes(topdown, arch_runs, arch, tmp_path)
 
 def test_replay_is_exact_in_training_with_episode_ends(tmp_path):
     """As for mott, with a memory shorter than a rollout."""
-    assert_exact_replay_in_training(FLAGS["adaptive"], tmp_path)
+    assert_exact_replay_in_training(FLAGS["adaptive"], tmp_path, script=SCRIPT)
 
 
 def test_video_has_a_temporal_strip(tmp_path):
-    proc = run_topdown([*TINY_RUN, *FLAGS["spatiotemporal"], "--total-timesteps", "32", "--capture-video"], tmp_path)
+    proc = run_temporal([*TINY_RUN, *FLAGS["spatiotemporal"], "--total-timesteps", "32", "--capture-video"], tmp_path)
     assert proc.returncode == 0, describe(proc)
     (video,) = tmp_path.glob("runs/*/videos/*.mp4")
     frame = iio.imread(video, index=0)
@@ -262,7 +277,7 @@ def test_video_has_a_temporal_strip(tmp_path):
     assert strip.std() > 0  # the first step has all its weight on itself (right), none on the empty memory
 
 
-def test_attention_utils_on_an_adaptive_checkpoint(topdown, arch_runs, tmp_path):
+def test_attention_utils_on_an_adaptive_checkpoint(temporal, arch_runs, tmp_path):
     """The tools load an adaptive checkpoint, act from its memory, and know it has no spatial map."""
     from attention_utils.checkpoints import input_saliency, is_recurrent, load_agent, policy_and_value
 

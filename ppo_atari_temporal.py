@@ -1,0 +1,1392 @@
+# Recurrent PPO on Atari with the Transformer-XL agents of "Neural architecture impact on identifying temporally
+# extended Reinforcement Learning tasks" (sections 3.2-3.3): `adaptive`, an IMPALA residual vision core and a
+# Transformer-XL policy core over the previous steps with adaptive attention spans ("Adaptive Transformers in RL"),
+# and `spatiotemporal`, the spatial attention of "Towards Interpretable Reinforcement Learning Using Attention
+# Augmented Agents" followed by that temporal core. Training loop in the shape of CleanRL's ppo_atari_envpool.py,
+# recurrent as its ppo_atari_lstm.py (the same loop as ppo_atari_topdown.py).
+import csv
+import importlib
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import envpool
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (training envs use seed..seed+num_envs-1, evaluation a disjoint range)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, CUDA is used when available (else Apple MPS when available, else CPU)"""
+    track: bool = False
+    """if toggled, this experiment is tracked with Weights and Biases (works with WANDB_MODE=offline)"""
+    wandb_project_name: str = "attention-atari"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of the wandb project"""
+    capture_video: bool = False
+    """if toggled, one rendered evaluation episode is saved as mp4 (run folder and wandb) at every evaluation"""
+    save_model: bool = True
+    """if toggled, checkpoints are written every `save_freq` steps and at the end"""
+    save_attention: bool = False
+    """if toggled, a PNG grid of a few evaluation states (frame | each head's attention, what/where) is written at the end"""
+
+    # Algorithm specific arguments (CleanRL's ppo_atari_lstm.py defaults; the papers train with IMPALA)
+    env_id: str = "Breakout"
+    """the Atari game: `Pong`, `Pong-v5`, `PongNoFrameskip-v4` and `ALE/Pong-v5` all name the same game"""
+    total_timesteps: int = 10_000_000
+    """total agent steps (one step = 4 emulator frames) summed over all environments"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 8
+    """the number of parallel game environments"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """toggle learning rate annealing (linearly to 0)"""
+    anneal_clip: bool = False
+    """toggle clip coefficient annealing (linearly to 0)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of mini-batches, each made of whole environments (num_envs must be divisible by it)"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """toggles advantages normalization (per minibatch)"""
+    clip_coef: float = 0.1
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """toggles the use of a clipped loss for the value function"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy"""
+    vf_coef: float = 0.25
+    """coefficient of the value loss, a plain mean squared error (CleanRL's vf_coef 0.5 on half the squared error)"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold (stops the epoch loop when exceeded)"""
+
+    # Evaluation, checkpoints, speed
+    eval_freq: int = 200_000
+    """evaluate every `eval_freq` agent steps (and at the end) on a separate unclipped full-game env"""
+    eval_episodes: int = 5
+    """the number of episodes per evaluation (run in parallel)"""
+    eval_deterministic: bool = False
+    """if toggled, evaluation takes the most probable action instead of sampling"""
+    eval_only: bool = False
+    """if toggled, only evaluate the `--resume` checkpoint: `eval_episodes` games on unseen seeds with all cores,
+    each episode's return and length written to a CSV beside the checkpoint (Free-Lunch Saliency's 8192-episode evaluation)"""
+    eval_env_id: Optional[str] = None
+    """with `--eval-only`: the game to evaluate on when not the checkpoint's (e.g. `BreakoutInfinite` for a Breakout agent)"""
+    save_freq: int = 500_000
+    """write a checkpoint every `save_freq` agent steps"""
+    resume: Optional[str] = None
+    """path of a `.cleanrl_model` checkpoint to continue (step counter, schedules, optimizer, RNG; envs restart)"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """`bf16`: forward passes under bfloat16 autocast, losses in fp32; `fp32`: everything in float32; `auto`: bf16
+    where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32"""
+    compile: bool = False
+    """if toggled, the network is compiled with torch.compile"""
+    torch_threads: int = 0
+    """torch intra-op threads for the update (minibatches of `minibatch_size`); 0 = all cores"""
+    rollout_threads: int = 1
+    """torch intra-op threads while acting (small batches: the other cores run the emulators)"""
+    env_threads: int = 0
+    """envpool worker threads for each half of the envs; 0 = one per core"""
+
+    # Architecture
+    arch: Literal["adaptive", "spatiotemporal"] = "adaptive"
+    """`adaptive`: IMPALA residual vision core and a Transformer-XL policy core over the previous `memory_len` steps
+    (section 3.2, after "Adaptive Transformers in RL"); `spatiotemporal`: the vision core and spatial attention of
+    "Towards Interpretable Reinforcement Learning Using Attention Augmented Agents" (queries from the temporal core's
+    previous output) followed by that Transformer-XL core in place of the LSTM (section 3.3)"""
+    query_mode: Literal["topdown", "fixed", "l2norm"] = "topdown"
+    """`spatiotemporal`: queries from the temporal core's previous output, a learned query per head (fixed), or no
+    query: attention from each head's key L2 norm (l2norm)"""
+    num_queries: int = 4
+    """`spatiotemporal`: the number of spatial attention heads (queries per step)"""
+    key_channels: int = 8
+    """`spatiotemporal`: c_k, ConvLSTM channels used as keys"""
+    value_channels: int = 120
+    """`spatiotemporal`: c_v, ConvLSTM channels used as values (the ConvLSTM has c_k + c_v channels)"""
+    basis_frequencies: int = 4
+    """`spatiotemporal`: spatial frequencies per axis for each of the cos and sin parts: (2 x 4)^2 = 64 basis channels"""
+    conv_channels: int = 64
+    """`spatiotemporal`: channels of conv2 and conv3 (conv1 has half)"""
+    mlp_hidden: int = 512
+    """`spatiotemporal`: size of the first layer of the MLP that embeds a step for the temporal core"""
+    query_hidden: int = 128
+    """`spatiotemporal`: hidden size of the query network"""
+    impala_channels: tuple[int, ...] = (16, 32, 32)
+    """`adaptive`: channels of the IMPALA residual vision core's stages (IMPALA's 16, 32, 32)"""
+    vision_hidden: int = 256
+    """`adaptive`: size of the fully connected layer after the residual stages"""
+    memory_len: int = 64
+    """M: the previous steps of the same game each step attends over (cached per layer, as in Transformer-XL)"""
+    d_model: int = 128
+    """width of the temporal core (its per-step embedding, attention and output)"""
+    transformer_layers: int = 2
+    """the number of Transformer-XL layers"""
+    transformer_heads: int = 4
+    """attention heads per layer (d_model must be divisible by it)"""
+    transformer_ff: int = 256
+    """hidden size of each layer's position-wise feed-forward network"""
+    gating: Literal["gru", "residual"] = "gru"
+    """how a sub-layer's output joins its input: GTrXL's GRU-type gate ("Stabilizing Transformers for Reinforcement
+    Learning") or a plain residual sum"""
+    adaptive_span: bool = False
+    """if toggled, each head learns how far back it looks: soft mask m_z(x) = clamp((R + z - x) / R, 0, 1) on its
+    attention over distance x, renormalised, with an L1 penalty on z ("Adaptive Attention Span in Transformers")"""
+    span_ramp: int = 16
+    """R: length of the adaptive span's soft ramp, in steps"""
+    span_init: float = 1.0
+    """each head's initial span z as a fraction of memory_len (1: the whole memory; the penalty prunes it)"""
+    span_coef: float = 2e-6
+    """coefficient of the L1 penalty on the spans: coef x the sum of z (in steps) over heads and layers ("Adaptive
+    Attention Span in Transformers"' language-model value, untuned for RL)"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+# Seed offsets from `--seed`: evaluation games, videos, attention pictures and `--eval-only` games use seeds
+# that no training environment does.
+EVAL_SEED_OFFSET, VIDEO_SEED_OFFSET, PICTURE_SEED_OFFSET, EVAL_ONLY_SEED_OFFSET = 1_000_000, 2_000_000, 3_000_000, 4_000_000
+
+
+def import_optional(module: str, feature: str):
+    """`attention_utils.<module>`, imported only when `feature` is asked for (as CleanRL imports cleanrl_utils):
+    without the package the script still trains, evaluates and checkpoints, and the feature fails in one line."""
+    try:
+        return importlib.import_module(f"attention_utils.{module}")
+    except ImportError as error:
+        sys.exit(f"error: {feature} needs the attention_utils package ({error}); install this project with `pip install -e .`")
+
+
+def parse_game(env_id: str) -> str:
+    """`Pong`, `Pong-v5`, `PongNoFrameskip-v4`, `ALE/Pong-v5` -> `Pong`; `BreakoutInfinite` is Breakout with endless
+    walls (Free-Lunch Saliency, section 6.2). An unknown game exits with one line naming the closest valid ones."""
+    game = re.sub(r"(NoFrameskip-v[04]|-v[045])$", "", env_id.removeprefix("ALE/"))
+    if game != "BreakoutInfinite" and f"{game}-v5" not in envpool.list_all_envs():
+        sys.exit(import_optional("runs", f"unknown game '{env_id}': suggesting valid names").unknown_game(env_id))
+    return game
+
+
+def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: int = 0):
+    """envpool Atari with the papers' protocol (NoFrameskip-v4 + SB3 AtariWrapper): frame skip 4 with
+    max-pool, 84x84 grey, stack 4, noop_max 30, no sticky actions, minimal actions, fire on reset,
+    108k frames max; life loss ends an episode and rewards are clipped for training only."""
+    if game == "BreakoutInfinite":  # envpool cannot write the emulator's RAM: ale-py games behind envpool's interface
+        return import_optional("ale", "BreakoutInfinite").AlePool(game, num_envs, seed, training)
+    return envpool.make(
+        f"{game}-v5",
+        env_type="gymnasium",
+        num_envs=num_envs,
+        batch_size=num_envs,
+        seed=seed,
+        num_threads=num_threads,
+        episodic_life=training,
+        reward_clip=training,
+        repeat_action_probability=0.0,
+        noop_max=30,
+        full_action_space=False,
+        use_fire_reset=True,
+        max_episode_steps=27_000,
+        img_height=84,
+        img_width=84,
+        stack_num=4,
+        gray_scale=True,
+        frame_skip=4,
+    )
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16
+    or AMX (read from /proc/cpuinfo; elsewhere the CPU is assumed not to)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def spatial_basis(height: int, width: int, num_frequencies: int = 4) -> torch.Tensor:
+    """The fixed Fourier spatial basis S of eq. 7, (C_s, h, w) with C_s = (2 x num_frequencies)^2 (64 for 4 + 4):
+    each channel is the outer product of one vertical and one horizontal basis function, cos(pi u x) (even)
+    or sin(pi u x) (odd) with u = 1..num_frequencies and x the cell centre scaled to [0, 1]. Values lie in
+    [-1, 1]; no constant channel (it would shift every logit equally and answer nothing)."""
+    frequencies = torch.arange(1, num_frequencies + 1, dtype=torch.float64)[:, None]  # (F, 1)
+    functions = []
+    for n in (height, width):
+        angles = math.pi * frequencies * (torch.arange(n, dtype=torch.float64) + 0.5) / n  # (F, n): at the cell centres
+        functions.append(torch.cat([torch.cos(angles), torch.sin(angles)]))  # (2F, n): even, then odd
+    rows, cols = functions  # (2F, h), (2F, w)
+    basis = rows[:, None, :, None] * cols[None, :, None, :]  # (2F, 2F, h, w)
+    return basis.reshape(-1, height, width).float()  # (4F^2, h, w)
+
+
+class ConvLSTM(nn.Module):
+    """Convolutional LSTM cell (Shi et al. 2015, the paper's vision-core recurrence): the gates are 3x3
+    convolutions of the input and of the previous hidden map. The input half is computed for a whole
+    sequence at once (`input_gates`), only the recurrent half step by step."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3):
+        super().__init__()
+        self.input_conv = layer_init(
+            nn.Conv2d(in_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2), std=1.0
+        )
+        self.hidden_conv = nn.Conv2d(hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        nn.init.orthogonal_(self.hidden_conv.weight, 1.0)
+        with torch.no_grad():  # forget-gate bias 1: remember by default early in training
+            self.input_conv.bias[hidden_channels : 2 * hidden_channels] = 1.0
+
+    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        return self.input_conv(x)  # (B, 4C, h, w)
+
+    def forward(self, input_gates: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        h, c = state  # (N, C, h, w) each
+        gates = input_gates + self.hidden_conv(h.to(input_gates.dtype))  # (N, 4C, h, w)
+        i, f, o, g = gates.float().chunk(4, 1)  # the cell state is kept in fp32 under autocast
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+
+def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
+    """(N, 17, 17) or (N, heads, 17, 17) map on the vision core's grid -> (N, [heads,] 84, 84): transposed
+    convolution with a ones kernel of the footprint of conv1 then conv2 on the input (20x20, stride 4), so
+    a cell lights the input pixels its feature column is computed from; the footprints overlap, so the
+    result is divided by how many cover each pixel (a map that sums to 1 keeps its scale per cell)."""
+    flat = attention_map.reshape(-1, 1, *attention_map.shape[-2:])  # (N * heads, 1, h, w)
+    ones = torch.ones(1, 1, 20, 20, dtype=flat.dtype, device=flat.device)
+    summed = F.conv_transpose2d(flat, ones, stride=4)  # (N * heads, 1, 84, 84)
+    coverage = F.conv_transpose2d(torch.ones_like(flat[:1]), ones, stride=4)  # (1, 1, 84, 84)
+    return (summed / coverage).reshape(*attention_map.shape[:-2], *summed.shape[-2:])
+
+
+class GRUGate(nn.Module):
+    """GTrXL's GRU-type gating layer g(x, y) (Parisotto et al. 2020), in place of the residual sum x + y:
+    r = sigmoid(W_r y + U_r x), z = sigmoid(W_z y + U_z x - b_g), h = tanh(W_g y + U_g (r * x)),
+    g = (1 - z) * x + z * h. A positive b_g (2 here, as GTrXL recommends) starts every gate close to the
+    identity, so an untrained core passes its per-step embedding through."""
+
+    def __init__(self, d_model: int, gate_bias: float = 2.0):
+        super().__init__()
+        self.from_y = nn.Linear(d_model, 3 * d_model, bias=False)  # W_r, W_z, W_g
+        self.from_x = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z
+        self.from_rx = nn.Linear(d_model, d_model, bias=False)  # U_g
+        self.gate_bias = gate_bias
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        wr, wz, wg = self.from_y(y).float().chunk(3, -1)
+        ur, uz = self.from_x(x).float().chunk(2, -1)
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz - self.gate_bias)
+        h = torch.tanh(wg + self.from_rx(r * x).float())
+        return (1.0 - z) * x + z * h
+
+
+class TransformerXLLayer(nn.Module):
+    """One Transformer-XL layer (Dai et al. 2019) in GTrXL's identity-map form (Parisotto et al. 2020): layer
+    norm before the attention and the feed-forward network, a ReLU on each sub-layer's output, and a GRU gate
+    (or a residual sum) joining it to the input. The keys and values are the layer's cached inputs of the
+    previous `memory_len` steps and of the current one; each step is a query.
+
+    Position: a learned bias per head and relative distance 0..memory_len added to the logits (relative
+    position as in T5, Raffel et al. 2020, instead of Transformer-XL's sinusoidal terms: with one query per
+    step the distance is all there is to encode). Adaptive span (Sukhbaatar et al. 2019, as Kumar et al. 2020
+    use it): head h weighs distance x by m_z(x) = clamp((R + z_h - x) / R, 0, 1) and renormalises, i.e.
+    softmax(logits + log m_z); z_h = memory_len x a learned fraction clamped to [0, 1]."""
+
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        ff_hidden: int,
+        memory_len: int,
+        gating: str = "gru",
+        adaptive_span: bool = False,
+        span_ramp: int = 16,
+        span_init: float = 1.0,
+    ):
+        super().__init__()
+        self.heads, self.head_size, self.memory_len = heads, d_model // heads, memory_len
+        self.attention_norm = nn.LayerNorm(d_model)
+        self.query = layer_init(nn.Linear(d_model, d_model), std=1.0)
+        self.key_value = layer_init(nn.Linear(d_model, 2 * d_model), std=1.0)
+        self.attention_out = layer_init(nn.Linear(d_model, d_model), std=1.0)
+        self.position_bias = nn.Parameter(torch.zeros(heads, memory_len + 1))  # (heads, distance 0..M)
+        self.ff_norm = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(
+            layer_init(nn.Linear(d_model, ff_hidden)), nn.ReLU(), layer_init(nn.Linear(ff_hidden, d_model), std=1.0)
+        )
+        self.attention_gate = GRUGate(d_model) if gating == "gru" else None
+        self.ff_gate = GRUGate(d_model) if gating == "gru" else None
+        self.adaptive_span, self.span_ramp = adaptive_span, span_ramp
+        if adaptive_span:
+            self.span_fraction = nn.Parameter(torch.full((heads,), float(span_init)))  # z_h / memory_len
+
+    def spans(self) -> torch.Tensor:
+        """(heads,) z_h in steps."""
+        return self.span_fraction.clamp(0.0, 1.0) * self.memory_len
+
+    def span_mask(self, distance: torch.Tensor) -> torch.Tensor:
+        """m_z(x) for each head at the distances `distance` (...,) -> (heads, ...)."""
+        spans = self.spans().view(-1, *([1] * distance.dim()))  # (heads, 1, ...)
+        return ((self.span_ramp + spans - distance) / self.span_ramp).clamp(0.0, 1.0)
+
+    def join(self, gate, x, y):
+        return x + y if gate is None else gate(x, y)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor):
+        """x (N, T, d): the layer's inputs at the sequence's steps; memory (N, M, d): its inputs at the M steps
+        before; allowed (N, T, M + 1): which steps of each step's window [M steps back, ..., 1 step back, itself]
+        it may attend to. Returns (outputs (N, T, d) in fp32, attention weights over the windows (N, heads, T, M + 1)).
+        Each step attends over a window gathered to M + 1 keys, so a sequence computes every step with the same
+        operations of the same sizes as a single step does (the replay matches the rollout under bf16 too)."""
+        num_envs, steps, d_model = x.shape
+        memory_len = self.memory_len
+        context = self.attention_norm(torch.cat([memory.to(x.dtype), x], 1))  # (N, M + T, d)
+        keys_values = (
+            self.key_value(context).float().view(num_envs, -1, 2, self.heads, self.head_size)
+        )  # (N, M + T, 2, H, d_h)
+        keys, values = keys_values.permute(2, 0, 3, 1, 4)  # (N, H, M + T, d_h) each
+        window = (
+            torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]
+        )  # (T, M + 1): positions in [memory, sequence]
+        keys, values = keys[:, :, window], values[:, :, window]  # (N, H, T, M + 1, d_h)
+        queries = (
+            self.query(context[:, -steps:]).float().view(num_envs, steps, self.heads, self.head_size).transpose(1, 2)
+        )  # (N, H, T, d_h)
+        logits = (queries[..., None, :] @ keys.transpose(-1, -2))[..., 0, :] / math.sqrt(
+            self.head_size
+        )  # (N, H, T, 1, M + 1) -> (N, H, T, M + 1)
+        distance = torch.arange(memory_len, -1, -1, device=x.device)  # (M + 1,): window slot j is M - j steps back
+        logits = logits + self.position_bias[:, distance][:, None]  # (H, 1, M + 1) broadcast over N and T
+        logits = logits.masked_fill(~allowed[:, None], float("-inf"))  # other episodes, before the game's start
+        if self.adaptive_span:  # softmax(logits + log m) = m exp(logits) / sum(m exp(logits))
+            mask = self.span_mask(distance)[:, None]  # (H, 1, M + 1); distance 0 always has m = 1
+            logits = logits + torch.where(mask > 0, mask.clamp(min=1e-30).log(), torch.full_like(mask, float("-inf")))
+        weights = torch.softmax(logits, -1)  # (N, H, T, M + 1)
+        answers = (weights[..., None, :] @ values)[..., 0, :]  # (N, H, T, 1, d_h) -> (N, H, T, d_h)
+        answers = answers.transpose(1, 2).reshape(num_envs, steps, d_model)  # (N, T, H, d_h) -> (N, T, H * d_h)
+        x = self.join(self.attention_gate, x, F.relu(self.attention_out(answers).float()))
+        x = self.join(self.ff_gate, x, F.relu(self.ff(self.ff_norm(x)).float()))
+        return x, weights
+
+
+class TemporalCore(nn.Module):
+    """The Transformer-XL policy core of the thesis' Adaptive and Spatio-Temporal agents (sections 3.2-3.3,
+    after Kumar et al. 2020). Its recurrent state is (memory (N, layers, M, d): each layer's inputs at the
+    previous M steps, valid (N, M): 1 where a slot holds a step of the current episode). A step attends over
+    the valid slots and itself; an episode end (`done`: the observation ended it) empties the memory for the
+    step after it. A sequence of T steps is computed at once (each step attends over its window of the M steps
+    before it in [memory, sequence], never across an episode end), which equals T single steps."""
+
+    def __init__(
+        self,
+        d_model: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        ff_hidden: int = 256,
+        memory_len: int = 64,
+        gating: str = "gru",
+        adaptive_span: bool = False,
+        span_ramp: int = 16,
+        span_init: float = 1.0,
+        span_coef: float = 2e-6,
+    ):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible into {heads} heads")
+        if memory_len < 1:
+            raise ValueError(f"memory_len {memory_len}: give at least 1")
+        self.d_model, self.memory_len, self.heads, self.span_coef = d_model, memory_len, heads, span_coef
+        self.layers = nn.ModuleList(
+            TransformerXLLayer(d_model, heads, ff_hidden, memory_len, gating, adaptive_span, span_ramp, span_init)
+            for _ in range(layers)
+        )
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        memory = torch.zeros(num_envs, len(self.layers), self.memory_len, self.d_model, device=device)
+        return memory, torch.zeros(num_envs, self.memory_len, device=device)
+
+    def span_loss(self) -> torch.Tensor:
+        """The L1 penalty on the spans: span_coef x the sum of z over heads and layers (0 without adaptive span)."""
+        if not self.layers[0].adaptive_span:
+            return torch.zeros(())
+        # on the unclamped fractions (|z| / M): the mask clamps them to [0, 1] and has no gradient outside it, the
+        # penalty still has one and pulls a fraction the optimizer stepped outside back (Sukhbaatar et al. clamp
+        # the parameter after every step instead)
+        return self.span_coef * sum(layer.span_fraction.abs().sum() * layer.memory_len for layer in self.layers)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, done: torch.Tensor):
+        """x (N, T, d): per-step embeddings; memory, valid: the state before the sequence; done (N, T). Returns
+        (outputs (N, T, d) fp32, (memory, valid) after the sequence, [attention weights (N, heads, T, M + 1)] per layer,
+        over each step's window: M steps back .. itself)."""
+        num_envs, steps, _ = x.shape
+        memory_len = self.memory_len
+        episode = F.pad(done.cumsum(1), (1, 0))  # (N, T + 1): episode ends before each step and before the next one
+        key_episode = torch.cat([torch.zeros_like(valid), episode[:, :steps]], 1)  # (N, M + T): memory slots are episode 0
+        key_valid = torch.cat([valid > 0, torch.ones_like(done, dtype=torch.bool)], 1)  # (N, M + T)
+        window = (
+            torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]
+        )  # (T, M + 1): step t's M steps back .. itself
+        allowed = key_valid[:, window] & (key_episode[:, window] == episode[:, :steps, None])  # (N, T, M + 1)
+        hidden, new_memory, weights = x.float(), [], []
+        for i, layer in enumerate(self.layers):
+            new_memory.append(
+                torch.cat([memory[:, i], hidden], 1)[:, -memory_len:]
+            )  # layer i's inputs at the last M steps: (N, M, d)
+            hidden, layer_weights = layer(hidden, memory[:, i], allowed)
+            weights.append(layer_weights)
+        # the slots the step after the sequence may attend to: those of its own episode (none after a done)
+        next_valid = (key_valid & (key_episode == episode[:, steps:])).float()[:, -memory_len:]  # (N, M)
+        memory = torch.stack(new_memory, 1) * next_valid[:, None, :, None]  # (N, layers, M, d), emptied slots are zeros
+        return hidden, (memory, next_valid), weights
+
+
+class ResidualBlock(nn.Module):
+    """IMPALA's residual block (Espeholt et al. 2018): x + conv(relu(conv(relu(x)))), 3x3 convolutions."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv1 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.conv1(F.relu(self.conv0(F.relu(x))))
+
+
+class ConvSequence(nn.Module):
+    """One IMPALA stage: 3x3 convolution, 3x3 max-pool with stride 2, two residual blocks (h -> ceil(h / 2))."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = layer_init(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.res0, self.res1 = ResidualBlock(out_channels), ResidualBlock(out_channels)
+
+    def forward(self, x, first_weight_scale: float = 1.0):
+        x = F.conv2d(x, self.conv.weight * first_weight_scale, self.conv.bias, padding=1)
+        x = F.max_pool2d(x, 3, stride=2, padding=1)
+        return self.res1(self.res0(x))
+
+
+class TemporalPolicy(nn.Module):
+    """What the two agents share on top of their `unroll` and Transformer-XL core `temporal`: policy and value heads,
+    the adaptive-span penalty and its logging, and the default previous action / reward of `attention_maps`."""
+
+    def get_value(self, x, state, prev_action, prev_reward, done):
+        hidden, _ = self.unroll(x, state, prev_action, prev_reward, done)
+        return self.critic(hidden).float()
+
+    def get_action_and_value(self, x, state, prev_action, prev_reward, done, action=None, deterministic=False):
+        hidden, state = self.unroll(x, state, prev_action, prev_reward, done)
+        logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = logits.argmax(-1) if deterministic else probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        """Added to the PPO loss: the L1 penalty on the learned attention spans (0 without adaptive span)."""
+        return self.temporal.span_loss().to(self.actor.weight.device)
+
+    def logged_scalars(self) -> dict[str, float]:
+        """The architecture's own scalars, logged every iteration: with adaptive span, the heads' mean span in steps."""
+        if not self.temporal.layers[0].adaptive_span:
+            return {}
+        return {"charts/mean_span": torch.cat([layer.spans() for layer in self.temporal.layers]).mean().item()}
+
+    def default_previous(self, num_envs: int, device, prev_action=None, prev_reward=None):
+        """`attention_maps`' previous action / reward when not given: "none" and 0 (an episode's first step)."""
+        if prev_action is None:
+            prev_action = torch.full((num_envs,), self.num_actions, dtype=torch.long, device=device)
+        if prev_reward is None:
+            prev_reward = torch.zeros(num_envs, device=device)
+        return prev_action, prev_reward
+
+
+class AdaptiveAgent(TemporalPolicy):
+    """The thesis' Adaptive agent (section 3.2, after Kumar et al. 2020, "Adaptive Transformers in RL"). Vision
+    core: IMPALA's residual network (Espeholt et al. 2018: three stages of convolution, max-pool and two
+    residual blocks, 84 -> 42 -> 21 -> 11, then ReLU and a fully connected layer). Per-step embedding: a linear
+    map of [vision features, previous clipped reward, one-hot previous action] to d_model. Policy core: the
+    Transformer-XL `TemporalCore` over the previous `memory_len` steps of the same game, optionally with
+    adaptive attention spans; policy and value heads read its output.
+
+    The recurrent state is the core's (memory (N, layers, M, d), valid (N, M)). The vision core has no
+    recurrence, so a whole sequence is computed at once in the update; `unroll` takes and returns what
+    `SpatioTemporalAgent.unroll` does."""
+
+    def __init__(
+        self,
+        num_actions: int,
+        impala_channels=(16, 32, 32),
+        vision_hidden: int = 256,
+        d_model: int = 128,
+        transformer_layers: int = 2,
+        transformer_heads: int = 4,
+        transformer_ff: int = 256,
+        memory_len: int = 64,
+        gating: str = "gru",
+        adaptive_span: bool = False,
+        span_ramp: int = 16,
+        span_init: float = 1.0,
+        span_coef: float = 2e-6,
+    ):
+        super().__init__()
+        self.num_actions = num_actions
+        channels = [4, *impala_channels]
+        self.stages = nn.ModuleList(ConvSequence(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
+        size = 84
+        for _ in impala_channels:
+            size = (size + 1) // 2  # max-pool 3x3, stride 2, padding 1
+        self.vision_fc = layer_init(nn.Linear(channels[-1] * size * size, vision_hidden))
+        self.embed = layer_init(nn.Linear(vision_hidden + 1 + num_actions, d_model), std=1.0)
+        self.temporal = TemporalCore(
+            d_model,
+            transformer_layers,
+            transformer_heads,
+            transformer_ff,
+            memory_len,
+            gating,
+            adaptive_span,
+            span_ramp,
+            span_init,
+            span_coef,
+        )
+        self.actor = layer_init(nn.Linear(d_model, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(d_model, 1), std=1)
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
+        return self.temporal.initial_state(num_envs, device)
+
+    def vision_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, 84, 84) uint8 -> (B, vision_hidden). The first convolution of x / 255 is conv(x, w / 255) + b."""
+        autocast_on = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
+        h = x.to(dtype=dtype, memory_format=torch.channels_last)
+        for i, stage in enumerate(self.stages):
+            h = stage(h, 1.0 / 255.0 if i == 0 else 1.0)  # (B, C_i, 84 / 2^(i+1) rounded up, ...)
+        return F.relu(self.vision_fc(F.relu(h).flatten(1)))  # (B, C * 11 * 11) -> (B, vision_hidden)
+
+    def embed_steps(self, x, prev_action, prev_reward) -> torch.Tensor:
+        """(B, ...) steps -> (B, d_model) per-step embeddings."""
+        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (B, A)
+        return self.embed(
+            torch.cat([self.vision_features(x), prev_reward[:, None].to(x.device), prev_action.float()], 1)
+        ).float()
+
+    def unroll(self, x, state, prev_action, prev_reward, done):
+        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
+        at its start. Returns the core outputs (T * N, d_model) and the state after the sequence."""
+        memory, valid = state
+        num_envs = memory.shape[0]
+        steps = self.embed_steps(x, prev_action, prev_reward)  # (T * N, d)
+        steps = steps.view(-1, num_envs, steps.shape[-1]).transpose(0, 1)  # (T, N, d) -> (N, T, d)
+        outputs, state, _ = self.temporal(
+            steps, memory, valid, done.view(-1, num_envs).transpose(0, 1)
+        )  # done: (T, N) -> (N, T)
+        return outputs.transpose(0, 1).reshape(-1, outputs.shape[-1]), state  # (N, T, d) -> (T, N, d) -> (T * N, d)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
+        """{"temporal": (N, heads, memory_len + 1)}: the last layer's attention of the step x (N, 4, 84, 84), seen
+        with `state`, over the previous memory_len steps and itself, oldest first (index j is memory_len - j
+        steps back; the last is the current step). Each row sums to 1; steps before the episode start get 0.
+        `prev_action` / `prev_reward` (N,) default to an episode's first step ("none", 0)."""
+        prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
+        memory, valid = state
+        steps = self.embed_steps(x, prev_action, prev_reward)[:, None]  # (N, 1, d)
+        _, _, weights = self.temporal(steps, memory, valid, torch.zeros(x.shape[0], 1, device=x.device))
+        return {"temporal": weights[-1][:, :, 0]}  # (N, heads, 1, M + 1) -> (N, heads, M + 1)
+
+
+class SpatioTemporalAgent(TemporalPolicy):
+    """The thesis's Spatio-Temporal agent (section 3.3): the vision core and top-down spatial attention of "Towards
+    Interpretable Reinforcement Learning Using Attention Augmented Agents" (its eqs. 1-5: 3 convolutions and a
+    ConvLSTM whose output is split into keys and values, a Fourier spatial basis concatenated to both, a spatial
+    softmax per query head), its queries computed from the temporal core's previous output, and the Transformer-XL
+    `TemporalCore` in place of that paper's policy LSTM: the policy MLP's output (size d_model) is the step's
+    embedding, and the core attends over the previous `memory_len` steps of the same game. `query_mode`: `topdown`
+    (as above), `fixed` (a learned query per head), `l2norm` (no queries: head n attends in proportion to exp of the
+    L2 norm of its slice of the key channels).
+
+    The recurrent state is (vision h, vision c, memory (N, layers, M, d), valid (N, M), previous core output (N, d)).
+    Every method takes a sequence flattened time-major, (T * N, ...), with the state at its start (N, ...), and per
+    step the previous action (`num_actions`: "none", at the start of an episode), the previous reward and `done`: the
+    observation ended an episode, so the state after it is emptied."""
+
+    def __init__(self, num_actions: int, query_mode: str = "topdown", num_queries: int = 4, key_channels: int = 8,
+                 value_channels: int = 120, basis_frequencies: int = 4, conv_channels: int = 64, mlp_hidden: int = 512,
+                 query_hidden: int = 128, d_model: int = 128, transformer_layers: int = 2, transformer_heads: int = 4,
+                 transformer_ff: int = 256, memory_len: int = 64, gating: str = "gru", adaptive_span: bool = False,
+                 span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):  # fmt: skip
+        super().__init__()
+        if query_mode not in ("topdown", "fixed", "l2norm"):
+            raise ValueError(f"unknown query mode {query_mode!r}; valid: topdown, fixed, l2norm")
+        if query_mode == "l2norm" and key_channels % num_queries:
+            raise ValueError(f"l2norm splits the {key_channels} key channels among {num_queries} heads: make them divisible")
+        self.num_actions, self.query_mode, self.num_queries = num_actions, query_mode, num_queries
+        self.key_channels, self.value_channels = key_channels, value_channels
+        self.conv1 = layer_init(nn.Conv2d(4, conv_channels // 2, 8, stride=4))
+        self.conv2 = layer_init(nn.Conv2d(conv_channels // 2, conv_channels, 4, stride=1))
+        self.conv3 = layer_init(nn.Conv2d(conv_channels, conv_channels, 3, padding=1))
+        self.conv_lstm = ConvLSTM(conv_channels, key_channels + value_channels)
+        self.register_buffer("basis", spatial_basis(17, 17, basis_frequencies), persistent=False)  # (C_s, 17, 17)
+        basis_channels = self.basis.shape[0]
+        self.query_size = key_channels + basis_channels  # c_k + c_s
+        if query_mode == "topdown":  # from the temporal core's previous output (d_model)
+            hidden = layer_init(nn.Linear(d_model, query_hidden))
+            self.query_net = nn.Sequential(
+                hidden, nn.ReLU(), layer_init(nn.Linear(query_hidden, num_queries * self.query_size), std=1.0)
+            )
+        elif query_mode == "fixed":
+            self.query_bias = nn.Parameter(torch.randn(num_queries, self.query_size) / math.sqrt(self.query_size))
+        answer_size = num_queries * (value_channels + basis_channels)
+        query_input = 0 if query_mode == "l2norm" else num_queries * self.query_size
+        mlp = [
+            layer_init(nn.Linear(answer_size + query_input + 1 + num_actions, mlp_hidden)),
+            layer_init(nn.Linear(mlp_hidden, d_model)),
+        ]
+        self.core_mlp = nn.Sequential(mlp[0], nn.ReLU(), mlp[1], nn.ReLU())  # the step's embedding for the temporal core
+        self.temporal = TemporalCore(d_model, transformer_layers, transformer_heads, transformer_ff, memory_len, gating,
+                                     adaptive_span, span_ramp, span_init, span_coef)  # fmt: skip
+        self.actor = layer_init(nn.Linear(d_model, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(d_model, 1), std=1)
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
+        vision = torch.zeros(num_envs, self.key_channels + self.value_channels, 17, 17, device=device)
+        memory, valid = self.temporal.initial_state(num_envs, device)
+        return (vision, vision.clone(), memory, valid, torch.zeros(num_envs, self.temporal.d_model, device=device))
+
+    def vision_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, 84, 84) uint8 -> (B, 4 C_lstm, 17, 17): the convolutions and the input half of the ConvLSTM
+        gates, batched over a whole sequence. conv1(x / 255) is computed as conv(x, w / 255) + b."""
+        autocast_on = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
+        x = x.to(dtype=dtype, memory_format=torch.channels_last)  # channels-last convolutions: faster on CPU
+        h = F.relu(F.conv2d(x, self.conv1.weight / 255.0, self.conv1.bias, stride=4))  # (B, C/2, 20, 20)
+        h = F.relu(self.conv2(h))  # (B, C, 17, 17)
+        h = F.relu(self.conv3(h))  # (B, C, 17, 17)
+        return self.conv_lstm.input_gates(h)  # (B, 4 C_lstm, 17, 17)
+
+    def queries(self, core_h: torch.Tensor) -> Optional[torch.Tensor]:
+        """(N, heads, c_k + c_s) queries from the previous core output (eq. 2); None for l2norm."""
+        if self.query_mode == "topdown":
+            return self.query_net(core_h).float().view(-1, self.num_queries, self.query_size)  # (N, heads, c_k + c_s)
+        if self.query_mode == "fixed":
+            return self.query_bias.expand(core_h.shape[0], -1, -1)  # (N, heads, c_k + c_s)
+        return None
+
+    def attend(self, vision_h: torch.Tensor, core_h: torch.Tensor):
+        """One step of eqs. 2-5 on the ConvLSTM output (N, c_k + c_v, h, w). Returns (the policy core's input from
+        the attention: answers (N, heads x (c_v + c_s)) and, unless l2norm, queries (N, heads x (c_k + c_s));
+        attention (N, heads, h*w), content logits, position logits), the two logit parts (N, heads, h*w) being
+        q_k.K and q_s.S (their sum is eq. 3)."""
+        num_envs = vision_h.shape[0]
+        keys = vision_h[:, : self.key_channels].float().flatten(2)  # (N, c_k, h*w)
+        values = vision_h[:, self.key_channels :].float().flatten(2)  # (N, c_v, h*w)
+        basis = self.basis.flatten(1).expand(num_envs, -1, -1)  # (N, c_s, h*w)
+        queries = self.queries(core_h)
+        if queries is None:  # l2norm: bottom-up, head n from the norm of its key slice
+            head_keys = keys.view(num_envs, self.num_queries, -1, keys.shape[-1])  # (N, heads, c_k / heads, h*w)
+            content_logits = head_keys.norm(dim=2)  # (N, heads, h*w)
+            position_logits = torch.zeros_like(content_logits)
+        else:
+            content_logits = queries[..., : self.key_channels] @ keys  # (N, heads, c_k) @ (N, c_k, h*w) -> (N, heads, h*w)
+            position_logits = queries[..., self.key_channels :] @ basis  # (N, heads, c_s) @ (N, c_s, h*w)
+        attention = torch.softmax(content_logits + position_logits, dim=-1)  # eq. 4: (N, heads, h*w)
+        answers = attention @ torch.cat([values, basis], 1).transpose(1, 2)  # eq. 5: (N, heads, c_v + c_s)
+        core_input = torch.cat([answers.flatten(1)] + ([] if queries is None else [queries.flatten(1)]), 1)
+        return core_input, attention, content_logits, position_logits
+
+    def spatial_maps(self, x: torch.Tensor, vision_state, core_h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"attention": each head's spatial softmax (eq. 4, sums to 1 over space), "what_where": section 4.6's share
+        of each logit coming from the content part of the query, |q_k.K| / (|q_k.K| + |q_s.S|) in [0, 1] (1 = all
+        "what", 0 = all "where", 0.5 where both parts vanish; l2norm has no query: all content)}, each (N, heads,
+        17, 17), for the observations x (N, 4, 84, 84) seen with the vision state and core output before them."""
+        vision_h, _ = self.conv_lstm(self.vision_features(x), vision_state)  # eq. 1
+        _, attention, content, position = self.attend(vision_h, core_h)
+        content, position = content.abs(), position.abs()
+        total = content + position
+        share = torch.where(total > 0, content / total.clamp(min=1e-12), torch.full_like(total, 0.5))
+        grid = (x.shape[0], self.num_queries, 17, 17)  # (N, heads, h*w) -> (N, heads, h, w)
+        return {"attention": attention.view(grid), "what_where": share.view(grid)}
+
+    def step(self, input_gates, extra_inputs, state, done):
+        """One step from the ConvLSTM's input gates (N, 4 C_lstm, 17, 17) and [previous reward, one-hot previous
+        action] (N, 1 + A). Returns (core output (N, d), state after it (emptied where done), temporal weights of each
+        layer [(N, heads, 1, M + 1)])."""
+        vision_h, vision_c, memory, valid, core_h = state
+        vision_h, vision_c = self.conv_lstm(input_gates, (vision_h, vision_c))  # eq. 1
+        core_input, _, _, _ = self.attend(vision_h, core_h)  # queries from the previous core output
+        embedding = self.core_mlp(torch.cat([core_input, extra_inputs], 1)).float()[:, None]  # (N, 1, d)
+        core_h, (memory, valid), weights = self.temporal(embedding, memory, valid, done[:, None])  # empties its memory itself
+        core_h = core_h[:, 0]  # (N, 1, d) -> (N, d)
+        mask = 1.0 - done  # an episode ended at this observation: the next one starts from zeros
+        vision_h, vision_c = vision_h * mask[:, None, None, None], vision_c * mask[:, None, None, None]
+        return core_h, (vision_h, vision_c, memory, valid, core_h * mask[:, None]), weights
+
+    def extra_inputs(self, prev_action, prev_reward) -> torch.Tensor:
+        """[previous clipped reward, one-hot previous action] (B, 1 + A); "none" is all zeros."""
+        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # (B, A)
+        return torch.cat([prev_reward[:, None].to(prev_action.device), prev_action.float()], 1)
+
+    def unroll(self, x, state, prev_action, prev_reward, done):
+        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state at its
+        start. Returns the core outputs (T * N, d_model) and the state after the sequence."""
+        num_envs = state[0].shape[0]
+        input_gates = self.vision_features(x)
+        input_gates = input_gates.reshape(-1, num_envs, *input_gates.shape[1:])  # (T * N, ...) -> (T, N, 4 C_lstm, 17, 17)
+        extra_inputs = self.extra_inputs(prev_action, prev_reward).reshape(-1, num_envs, 1 + self.num_actions)  # (T, N, 1 + A)
+        done = done.reshape(-1, num_envs)  # (T * N,) -> (T, N)
+        outputs = []
+        for t in range(input_gates.shape[0]):
+            core_h, state, _ = self.step(input_gates[t], extra_inputs[t], state, done[t])
+            outputs.append(core_h)
+        return torch.cat(outputs), state  # (T * N, d_model)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
+        """`spatial_maps` ({"attention", "what_where"}, (N, heads, 17, 17) each) and "temporal": (N, temporal heads,
+        memory_len + 1), the temporal core's last layer over the previous memory_len steps and the current one,
+        oldest first, each row summing to 1, for the observations x (N, 4, 84, 84) seen with `state`. `prev_action`
+        / `prev_reward` (N,), which only the temporal weights depend on, default to an episode's first step."""
+        prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
+        zeros = torch.zeros(x.shape[0], device=x.device)
+        _, _, weights = self.step(self.vision_features(x), self.extra_inputs(prev_action, prev_reward), state, zeros)
+        vision_h, vision_c, _, _, core_h = state
+        return {**self.spatial_maps(x, (vision_h, vision_c), core_h), "temporal": weights[-1][:, :, 0]}  # (N, heads, M + 1)
+
+
+def make_agent(args: Args, num_actions: int) -> nn.Module:
+    temporal = dict(d_model=args.d_model, transformer_layers=args.transformer_layers, transformer_heads=args.transformer_heads,
+                    transformer_ff=args.transformer_ff, memory_len=args.memory_len, gating=args.gating,
+                    adaptive_span=args.adaptive_span, span_ramp=args.span_ramp, span_init=args.span_init,
+                    span_coef=args.span_coef)  # fmt: skip
+    if args.arch == "adaptive":
+        return AdaptiveAgent(num_actions, tuple(args.impala_channels), args.vision_hidden, **temporal)
+    spatial = [args.query_mode, args.num_queries, args.key_channels, args.value_channels, args.basis_frequencies]
+    return SpatioTemporalAgent(num_actions, *spatial, args.conv_channels, args.mlp_hidden, args.query_hidden, **temporal)
+
+
+def variant_name(args: Args) -> str:
+    """The architecture's name in run folders and checkpoints: the arch, its query mode when not topdown
+    (spatiotemporal), and `span` with adaptive spans (e.g. `adaptive_span`, `spatiotemporal_fixed`)."""
+    query = f"_{args.query_mode}" if args.arch == "spatiotemporal" and args.query_mode != "topdown" else ""
+    return f"{args.arch}{query}{'_span' if args.adaptive_span else ''}"
+
+
+# the settings only one architecture reads: giving one to the other is refused rather than silently ignored
+SPATIAL_FIELDS = ("query_mode", "num_queries", "key_channels", "value_channels", "basis_frequencies", "conv_channels",
+                  "mlp_hidden", "query_hidden")  # fmt: skip
+IMPALA_FIELDS = ("impala_channels", "vision_hidden")
+SPAN_FIELDS = ("span_ramp", "span_init", "span_coef")
+
+
+def check_args(args: Args) -> None:
+    """Refuse, in one line and before anything is built, settings that cannot run."""
+    batch_size = args.num_envs * args.num_steps
+    defaults = Args()
+    changed = lambda fields: [f for f in fields if getattr(args, f) != getattr(defaults, f)]  # noqa: E731
+    flags = lambda fields: ", ".join(f"--{f.replace('_', '-')}" for f in fields)  # noqa: E731
+    unused = changed(IMPALA_FIELDS if args.arch == "spatiotemporal" else SPATIAL_FIELDS)
+    problems = [
+        (args.eval_only and args.resume is None, "--eval-only evaluates a checkpoint: name it with --resume PATH"),
+        (args.eval_env_id is not None and not args.eval_only, "--eval-env-id is only used with --eval-only"),
+        (args.eval_episodes < 1, f"--eval-episodes {args.eval_episodes}: give at least 1"),
+        (min(args.num_envs, args.num_steps) < 1, f"--num-envs {args.num_envs} and --num-steps {args.num_steps} must be >= 1"),
+        (min(args.num_minibatches, args.update_epochs) < 1, "--num-minibatches and --update-epochs must be >= 1"),
+        (not (0 < args.gamma <= 1 and 0 < args.gae_lambda <= 1), "--gamma and --gae-lambda must be in (0, 1]"),
+        (
+            args.total_timesteps < batch_size,
+            f"--total-timesteps {args.total_timesteps} is smaller than one batch (num_envs x num_steps = {batch_size})",
+        ),
+        (
+            args.num_minibatches > 0 and batch_size % args.num_minibatches != 0,
+            f"batch size {batch_size} is not divisible into --num-minibatches {args.num_minibatches}",
+        ),
+        (
+            args.num_minibatches > 0 and args.num_envs % args.num_minibatches != 0,
+            f"--num-envs {args.num_envs} is not divisible by --num-minibatches {args.num_minibatches} "
+            "(minibatches are made of whole environments)",
+        ),
+        (
+            bool(unused),
+            f"{flags(unused)} only apply to --arch {'adaptive' if args.arch == 'spatiotemporal' else 'spatiotemporal'}",
+        ),
+        (
+            not args.adaptive_span and bool(changed(SPAN_FIELDS)),
+            f"{flags(changed(SPAN_FIELDS))} only apply with --adaptive-span",
+        ),
+        (args.memory_len < 1, f"--memory-len {args.memory_len}: give at least 1"),
+        (
+            min(args.transformer_layers, args.transformer_heads, args.d_model, args.transformer_ff) < 1,
+            "--transformer-layers, --transformer-heads, --d-model and --transformer-ff must be at least 1",
+        ),
+        (
+            args.d_model % max(args.transformer_heads, 1) != 0,
+            f"--d-model {args.d_model} is not divisible into --transformer-heads {args.transformer_heads}",
+        ),
+        (
+            args.span_ramp < 1 or not 0.0 <= args.span_init <= 1.0 or args.span_coef < 0,
+            f"--span-ramp {args.span_ramp} must be at least 1, --span-init {args.span_init} in [0, 1], "
+            f"--span-coef {args.span_coef} non-negative",
+        ),
+        (
+            not args.impala_channels or min(args.impala_channels) < 1 or args.vision_hidden < 1,
+            f"--impala-channels {' '.join(map(str, args.impala_channels))} and --vision-hidden {args.vision_hidden} "
+            "must be positive",
+        ),
+        (
+            args.query_mode == "l2norm" and args.key_channels % max(args.num_queries, 1) != 0,
+            f"--query-mode l2norm gives each of the {args.num_queries} heads an equal slice of the --key-channels "
+            f"{args.key_channels}: make them divisible",
+        ),
+    ]
+    for failed, problem in problems:
+        if failed:
+            sys.exit(f"error: {problem}")
+    for env_id in (args.env_id, args.eval_env_id or args.env_id):
+        parse_game(env_id)
+
+
+def compute_gae(rewards, values, dones, terminals, next_value, next_done, next_terminal, gamma, gae_lambda):
+    """GAE over a (T, N) rollout. dones[t]: obs[t] ended an episode (life) and the step taken from it is
+    envpool's reset step; terminals[t]: that end was a termination, not a time limit. A time limit
+    bootstraps from the value of its final observation (as SB3 does); any end cuts the lambda chain.
+    Returns (advantages, returns)."""
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    num_steps = rewards.shape[0]
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextvalues, nextdone, nextterminal = next_value, next_done, next_terminal
+        else:
+            nextvalues, nextdone, nextterminal = values[t + 1], dones[t + 1], terminals[t + 1]
+        delta = rewards[t] + gamma * nextvalues * (1.0 - nextterminal) - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * (1.0 - nextdone) * lastgaelam
+    return advantages, advantages + values
+
+
+class Memory:
+    """What a recurrent agent carries from step to step over N games outside the training loop (evaluation,
+    videos, pictures): its state, previous action and clipped reward, and whether the last observation ended
+    an episode or a life. A life loss resets the state as in training (where it ends the episode), so a
+    full-game evaluation shows the agent the state dynamics it was trained with."""
+
+    def __init__(self, agent, num_envs: int, device):
+        self.none = agent.num_actions  # the "no previous action" index
+        self.state = agent.initial_state(num_envs, device)
+        self.prev_action = torch.full((num_envs,), self.none, dtype=torch.long, device=device)
+        self.prev_reward = torch.zeros(num_envs, device=device)
+        self.done = torch.zeros(num_envs, device=device)
+        self.action = self.prev_action
+
+    def act(self, agent, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions for obs (N, 4, 84, 84); the state advances (`state_before` keeps the one obs was seen with)."""
+        self.state_before = self.state
+        self.action, _, _, _, self.state = agent.get_action_and_value(
+            obs, self.state, self.prev_action, self.prev_reward, self.done, deterministic=deterministic
+        )
+        return self.action
+
+    def observe(self, reward, episode_end) -> None:
+        """After the env step: its (unclipped) rewards and whether each new observation ends a life or game."""
+        ended = self.done.bool()  # the step just taken left an ended episode: the new observation starts one
+        self.prev_action = torch.where(ended, torch.full_like(self.action, self.none), self.action)
+        reward = torch.as_tensor(np.sign(reward), dtype=torch.float32, device=self.done.device).reshape(-1)
+        self.prev_reward = torch.where(ended, torch.zeros_like(reward), reward)
+        self.done = torch.as_tensor(episode_end, dtype=torch.float32, device=self.done.device).reshape(-1)
+
+
+def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, progress=None):
+    """`num_episodes` full (unclipped) games on the evaluation pool. Each env plays a number of episodes
+    fixed in advance (not "the first N to finish", which would favour short episodes). Returns the
+    per-episode (returns, lengths in agent steps, env indices). The agent's `Memory` is reset at every
+    lost life, as in training."""
+    obs, _ = envs.reset()
+    num_envs = len(obs)
+    quota = num_episodes // num_envs + (np.arange(num_envs) < num_episodes % num_envs)
+    played = np.zeros(num_envs, dtype=int)
+    running_returns = np.zeros(num_envs)
+    returns, lengths, env_ids = [], [], []
+    memory, lives = Memory(agent, num_envs, device), None
+    while (played < quota).any():
+        with torch.no_grad(), autocast():
+            action = memory.act(agent, torch.from_numpy(obs).to(device), deterministic=deterministic)
+        obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+        life_lost = np.zeros(num_envs, dtype=bool) if lives is None else info["lives"] < lives
+        lives = info["lives"]
+        memory.observe(info["reward"], terminated | truncated | life_lost)
+        counting = played < quota
+        running_returns += np.where(counting, info["reward"], 0.0)
+        for i in np.flatnonzero((terminated | truncated) & counting):
+            returns.append(running_returns[i])
+            lengths.append(int(info["elapsed_step"][i]))
+            env_ids.append(i)
+            running_returns[i] = 0.0
+            played[i] += 1
+            if progress is not None:
+                progress.update(1)
+    return np.array(returns), np.array(lengths), np.array(env_ids)
+
+
+def save_checkpoint(path: str, agent, optimizer, args: Args, global_step: int, iteration: int) -> None:
+    """Everything a resumed run needs: weights, optimizer, settings, counters and the RNG states."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    checkpoint = {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args), "rng": rng}
+    checkpoint.update(
+        global_step=global_step, iteration=iteration, script=os.path.basename(__file__), variant=variant_name(args)
+    )
+    torch.save(checkpoint, path)
+
+
+def load_checkpoint(checkpoint: dict, agent, optimizer) -> tuple[int, int]:
+    """Restore a `save_checkpoint` dict; returns (global_step, the iteration to start from)."""
+    agent.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    random.setstate(checkpoint["rng"]["python"])
+    np.random.set_state(checkpoint["rng"]["numpy"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    return checkpoint["global_step"], checkpoint["iteration"] + 1
+
+
+def receive(
+    envs, rows: slice, rewards_row, dones_row, next_obs, next_done, next_terminal, next_prev_reward, episode_returns
+) -> list:
+    """Collect the step a pool of envs (`rows` of the batch) executed: its reward into `rewards_row` (the buffer row
+    of the step) and, as the next step's previous reward, into `next_prev_reward` (0 after a reset step, taken from
+    an episode's last observation per `dones_row`: a new episode starts clean), the next observations and episode
+    ends into `next_*`. Returns (full-game return, length) for every game that ended (all lives lost, or the time
+    limit)."""
+    obs, reward, terminated, truncated, info = envs.recv()
+    rewards_row[rows] = torch.as_tensor(reward, dtype=torch.float32, device=rewards_row.device)
+    next_prev_reward[rows] = rewards_row[rows] * (1.0 - dones_row[rows])
+    next_obs[rows] = torch.from_numpy(obs).to(next_obs.device)
+    next_done[rows] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=next_done.device)
+    next_terminal[rows] = torch.as_tensor(terminated, dtype=torch.float32, device=next_terminal.device)
+    episode_returns[rows] += info["reward"]
+    finished = []
+    for i in np.flatnonzero(info["terminated"] | truncated):
+        finished.append((episode_returns[rows.start + i], int(info["elapsed_step"][i])))
+        episode_returns[rows.start + i] = 0.0
+    return finished
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    checkpoint = None
+    if args.resume is not None:  # the experiment's settings, counters, weights and RNG states come from the checkpoint
+        args, checkpoint = import_optional("runs", "--resume").resume(args, os.path.basename(__file__))
+    check_args(args)
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = args.total_timesteps // args.batch_size
+    game = parse_game(args.env_id)
+    # the optional features asked for are imported now, so a missing package stops the run before any work
+    pictures = (
+        import_optional("pictures", "--capture-video and --save-attention")
+        if args.capture_video or args.save_attention
+        else None
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(args.torch_threads or num_cores)
+    cuda, mps = args.cuda and torch.cuda.is_available(), args.cuda and torch.backends.mps.is_available()
+    device = torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if args.precision == "auto":  # emulated bf16 (e.g. AVX2-only CPUs) is several times slower than fp32
+        args.precision = "bf16" if native_bf16(device) else "fp32"
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
+
+    if args.eval_only:  # the long evaluation of a checkpoint (Free-Lunch Saliency: 8192 episodes on unseen seeds)
+        import_optional("runs", "--eval-only").eval_only(sys.modules[__name__], args, checkpoint, device, autocast)
+        sys.exit(0)
+
+    if checkpoint is not None:  # a resumed run goes on in its checkpoint's folder
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+    else:
+        run_dir = base_dir = os.path.join(
+            "runs", f"{game}__{args.exp_name}__{variant_name(args)}__{args.seed}__{int(time.time())}"
+        )
+        copy = 1
+        while os.path.exists(run_dir):  # same second, same settings: never reuse a folder
+            copy += 1
+            run_dir = f"{base_dir}-{copy}"
+    run_name = os.path.basename(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+
+    # env setup: two half pools stepped alternately, so one half runs the emulators (envpool's C++
+    # threads) while the policy acts on the other half
+    num_groups = 2 if args.num_envs % 2 == 0 else 1
+    group_size = args.num_envs // num_groups
+    env_threads = args.env_threads or num_cores
+    env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads) for g in range(num_groups)]
+    group_rows = [slice(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
+    eval_envs = make_env(game, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, False, env_threads)
+    num_actions = env_groups[0].action_space.n
+
+    agent = make_agent(args, num_actions).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    global_step, start_iteration = load_checkpoint(checkpoint, agent, optimizer) if checkpoint is not None else (0, 1)
+    get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
+    get_value = torch.compile(agent.get_value) if args.compile else agent.get_value
+
+    # logging: tensorboard (+ wandb), evals.csv, args.json
+    if args.track:
+        import wandb
+
+        wandb_run = dict(name=run_name, id=run_name, resume="allow", save_code=True, dir=run_dir)
+        wandb.init(
+            project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args), **wandb_run
+        )
+    # on resume, tensorboard hides what the interrupted run logged past the checkpoint
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    args_path, evals_path = os.path.join(run_dir, "args.json"), os.path.join(run_dir, "evals.csv")
+    if not os.path.exists(args_path):
+        with open(args_path, "w") as f:
+            json.dump(vars(args), f, indent=2)
+    if not os.path.exists(evals_path):
+        with open(evals_path, "w", newline="") as f:
+            csv.writer(f).writerow(["global_step", "mean_return", "std_return", "episode_returns"])
+
+    # ALGO Logic: Storage setup (observations stay uint8; the network divides by 255)
+    obs_buf = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    actions_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    logprobs_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    dones_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    terminals_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+    prev_actions_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    prev_rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
+
+    # TRY NOT TO MODIFY: start the game
+    next_obs = torch.zeros((args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    next_done = torch.zeros(args.num_envs, device=device)
+    next_terminal = torch.zeros(args.num_envs, device=device)
+    # recurrent inputs of the next step: the agent's state (env dimension first), previous action ("none" = num_actions)
+    # and previous clipped reward
+    next_state = agent.initial_state(args.num_envs, device)
+    next_prev_action = torch.full((args.num_envs,), num_actions, dtype=torch.long, device=device)
+    next_prev_reward = torch.zeros(args.num_envs, device=device)
+    for g, envs in enumerate(env_groups):
+        next_obs[group_rows[g]] = torch.from_numpy(envs.reset()[0]).to(device)
+    episode_returns = np.zeros(args.num_envs)  # full-game, unclipped (summed over lives)
+    sent_step = [None] * num_groups  # the rollout step whose actions a group's emulators are executing, or None
+    last_return, last_eval = float("nan"), float("nan")
+    next_eval = (global_step // args.eval_freq + 1) * args.eval_freq
+    next_save = (global_step // args.save_freq + 1) * args.save_freq
+
+    progress = tqdm(
+        total=args.num_iterations * args.batch_size,
+        initial=global_step,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not sys.stderr.isatty(),
+    )
+    print(
+        f"{run_name}: {variant_name(args)} on {game}, {args.num_iterations * args.batch_size:,} steps, device {device}, "
+        f"precision {args.precision}, outputs in {run_dir}"
+    )
+    start_time, start_step = time.time(), global_step
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        iteration_start = time.time()
+        env_time = policy_time = 0.0
+        # Annealing the rate and the clip coefficient if instructed to do so (both x alpha, alpha 1 -> 0)
+        frac = 1.0 - (iteration - 1.0) / args.num_iterations
+        optimizer.param_groups[0]["lr"] = frac * args.learning_rate if args.anneal_lr else args.learning_rate
+        clip_coef = frac * args.clip_coef if args.anneal_clip else args.clip_coef
+        torch.set_num_threads(args.rollout_threads)
+        initial_state = tuple(s.clone() for s in next_state)  # the update replays each env's sequence from here
+
+        # one autocast region for the whole rollout: bf16 copies of the weights are made once, not every step
+        finished = []  # (return, length) of the games that ended
+        with torch.no_grad(), autocast():
+            for step in range(0, args.num_steps):
+                global_step += args.num_envs
+                for g, envs in enumerate(env_groups):
+                    rows = group_rows[g]
+                    obs_buf[step, rows] = next_obs[rows]
+                    dones_buf[step, rows] = next_done[rows]
+                    terminals_buf[step, rows] = next_terminal[rows]
+
+                    prev_actions_buf[step, rows] = next_prev_action[rows]
+                    prev_rewards_buf[step, rows] = next_prev_reward[rows]
+
+                    # ALGO LOGIC: action logic
+                    tic = time.time()
+                    state = tuple(s[rows] for s in next_state)
+                    action, logprob, _, value, state = get_action_and_value(
+                        next_obs[rows], state, next_prev_action[rows], next_prev_reward[rows], next_done[rows]
+                    )
+                    for s, new in zip(next_state, state):  # zeros after an episode's last observation
+                        s[rows] = new
+                    next_prev_action[rows] = torch.where(next_done[rows].bool(), num_actions, action)
+                    values_buf[step, rows] = value.flatten()
+                    actions_buf[step, rows] = action
+                    logprobs_buf[step, rows] = logprob
+                    action_np = action.cpu().numpy()
+                    policy_time += time.time() - tic
+
+                    # TRY NOT TO MODIFY: execute the game; collect the other group (one group: itself) while this one steps
+                    tic = time.time()
+                    envs.send(action_np)
+                    sent_step[g] = step
+                    if sent_step[g - 1] is not None:
+                        finished += receive(
+                            env_groups[g - 1],
+                            group_rows[g - 1],
+                            rewards_buf[sent_step[g - 1]],
+                            dones_buf[sent_step[g - 1]],
+                            next_obs,
+                            next_done,
+                            next_terminal,
+                            next_prev_reward,
+                            episode_returns,
+                        )
+                        sent_step[g - 1] = None
+                    env_time += time.time() - tic
+            tic = time.time()
+            for g in range(num_groups):
+                if sent_step[g] is not None:
+                    finished += receive(
+                        env_groups[g],
+                        group_rows[g],
+                        rewards_buf[sent_step[g]],
+                        dones_buf[sent_step[g]],
+                        next_obs,
+                        next_done,
+                        next_terminal,
+                        next_prev_reward,
+                        episode_returns,
+                    )
+                    sent_step[g] = None
+            env_time += time.time() - tic
+
+            # bootstrap value if not done
+            next_value = get_value(next_obs, next_state, next_prev_action, next_prev_reward, next_done).reshape(1, -1)
+        for last_return, length in finished:
+            writer.add_scalar("charts/episodic_return", last_return, global_step)
+            writer.add_scalar("charts/episodic_length", length, global_step)
+        advantages, returns = compute_gae(
+            rewards_buf,
+            values_buf,
+            dones_buf,
+            terminals_buf,
+            next_value,
+            next_done,
+            next_terminal,
+            args.gamma,
+            args.gae_lambda,
+        )
+        # a step taken from an episode's final observation is envpool's reset step (action ignored, no reward): not trained on
+        valid = 1.0 - dones_buf
+
+        # flatten the batch
+        b_obs = obs_buf.reshape((-1, 4, 84, 84))  # (T * N, 4, 84, 84)
+        b_logprobs = logprobs_buf.reshape(-1)
+        b_actions = actions_buf.reshape(-1)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values_buf.reshape(-1)
+        b_valid = valid.reshape(-1)
+        b_prev_actions = prev_actions_buf.reshape(-1)
+        b_prev_rewards = prev_rewards_buf.reshape(-1)
+        b_dones = dones_buf.reshape(-1)
+
+        # Optimizing the policy and value network
+        update_start = time.time()
+        torch.set_num_threads(args.torch_threads or num_cores)
+        # minibatches of whole environments: each env's sequence is replayed from the rollout's initial state
+        envs_per_batch = args.num_envs // args.num_minibatches
+        env_inds = np.arange(args.num_envs)
+        flat_inds = np.arange(args.batch_size).reshape(args.num_steps, args.num_envs)
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(env_inds)
+            for start in range(0, args.num_envs, envs_per_batch):
+                mb_envs = env_inds[start : start + envs_per_batch]
+                mb_inds = torch.from_numpy(flat_inds[:, mb_envs].ravel()).to(device)  # (T * n,) time-major
+                mb_state = tuple(s[torch.from_numpy(mb_envs).to(device)] for s in initial_state)
+                mb_valid = b_valid[mb_inds]
+                num_valid = mb_valid.sum().clamp(min=1.0)
+
+                with autocast():
+                    _, newlogprob, entropy, newvalue, _ = get_action_and_value(
+                        b_obs[mb_inds],
+                        mb_state,
+                        b_prev_actions[mb_inds],
+                        b_prev_rewards[mb_inds],
+                        b_dones[mb_inds],
+                        b_actions[mb_inds],
+                    )
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+                if epoch == 0 and start == 0:  # before any gradient step the replay must reproduce the rollout exactly
+                    replay_logprob_error = logratio.abs().max().item()
+                    replay_value_error = (newvalue.view(-1) - b_values[mb_inds]).abs().max().item()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = ((-logratio) * mb_valid).sum() / num_valid
+                    approx_kl = (((ratio - 1) - logratio) * mb_valid).sum() / num_valid
+                    clipfracs += [((((ratio - 1.0).abs() > clip_coef).float() * mb_valid).sum() / num_valid).item()]
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    adv_mean = (mb_advantages * mb_valid).sum() / num_valid
+                    adv_std = (((mb_advantages - adv_mean) ** 2 * mb_valid).sum() / (num_valid - 1).clamp(min=1.0)).sqrt()
+                    mb_advantages = (mb_advantages - adv_mean) / (adv_std + 1e-8)
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+                pg_loss = (torch.max(pg_loss1, pg_loss2) * mb_valid).sum() / num_valid
+
+                # Value loss
+                newvalue = newvalue.view(-1)
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                    v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -clip_coef, clip_coef)
+                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss = (torch.max(v_loss_unclipped, v_loss_clipped) * mb_valid).sum() / num_valid
+                else:
+                    v_loss = (((newvalue - b_returns[mb_inds]) ** 2) * mb_valid).sum() / num_valid
+
+                entropy_loss = (entropy * mb_valid).sum() / num_valid
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + agent.auxiliary_loss()
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+        update_time = time.time() - update_start
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # evaluation and checkpoints (small batches: acting threads, the other cores run the emulators)
+        eval_start = time.time()
+        torch.set_num_threads(args.rollout_threads)
+        if global_step >= next_eval or iteration == args.num_iterations:
+            eval_returns = evaluate(agent, eval_envs, args.eval_episodes, device, autocast, args.eval_deterministic)[0]
+            last_eval, next_eval = eval_returns.mean(), (global_step // args.eval_freq + 1) * args.eval_freq
+            writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
+            writer.add_scalar("eval/std_return", eval_returns.std(), global_step)
+            with open(evals_path, "a", newline="") as f:
+                episodes = ";".join(f"{r:g}" for r in eval_returns)
+                csv.writer(f).writerow([global_step, f"{eval_returns.mean():.4f}", f"{eval_returns.std():.4f}", episodes])
+            progress.write(
+                f"global_step={global_step}, eval mean_return={eval_returns.mean():.2f} +- {eval_returns.std():.2f}"
+            )
+            if args.capture_video:
+                video_path = os.path.join(run_dir, "videos", f"eval_step_{global_step:09d}.mp4")
+                os.makedirs(os.path.dirname(video_path), exist_ok=True)
+                video_seed = args.seed + VIDEO_SEED_OFFSET + global_step
+                pictures.record_video(
+                    sys.modules[__name__], agent, game, video_seed, device, autocast, video_path, args.eval_deterministic
+                )
+                if args.track:
+                    wandb.log({"eval/video": wandb.Video(video_path, format="mp4"), "global_step": global_step})
+        if args.save_model and (global_step >= next_save or iteration == args.num_iterations):
+            checkpoint_path = os.path.join(run_dir, f"step_{global_step:09d}.cleanrl_model")
+            save_checkpoint(checkpoint_path, agent, optimizer, args, global_step, iteration)
+            next_save = (global_step // args.save_freq + 1) * args.save_freq
+        eval_time = time.time() - eval_start
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        iteration_time = time.time() - iteration_start
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("charts/clip_coef", clip_coef, global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        writer.add_scalar("debug/replay_logprob_error", replay_logprob_error, global_step)
+        writer.add_scalar("debug/replay_value_error", replay_value_error, global_step)
+        for tag, value in agent.logged_scalars().items():
+            writer.add_scalar(tag, value, global_step)
+        writer.add_scalar("perf/env_s", env_time, global_step)
+        writer.add_scalar("perf/policy_s", policy_time, global_step)
+        writer.add_scalar("perf/update_s", update_time, global_step)
+        writer.add_scalar("perf/eval_s", eval_time, global_step)
+        writer.add_scalar("perf/other_s", iteration_time - env_time - policy_time - update_time - eval_time, global_step)
+        progress.set_postfix(SPS=sps, episodic_return=f"{last_return:.1f}", eval_return=f"{last_eval:.1f}", refresh=False)
+        progress.update(args.batch_size)
+        if progress.disable and (iteration % max(1, args.num_iterations // 20) == 0 or iteration == args.num_iterations):
+            eta = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
+            print(
+                f"global_step={global_step}/{args.num_iterations * args.batch_size}, SPS={sps}, ETA={eta / 60:.1f} min, "
+                f"episodic_return={last_return:.1f}",
+                flush=True,
+            )
+
+    progress.close()
+    if args.save_model:
+        print(f"checkpoint: {checkpoint_path}")
+    if args.save_attention:
+        attention_path = os.path.join(run_dir, f"attention_step_{global_step:09d}.png")
+        picture_seed = args.seed + PICTURE_SEED_OFFSET
+        pictures.save_attention_grid(sys.modules[__name__], agent, game, picture_seed, device, autocast, attention_path)
+        print(f"attention grid: {attention_path}")
+        if args.track:
+            wandb.log({"eval/attention": wandb.Image(attention_path), "global_step": global_step})
+    for envs in env_groups + [eval_envs]:
+        envs.close()
+    writer.close()
+    if args.track:
+        wandb.finish()
