@@ -1,0 +1,146 @@
+"""The layout rules: each training script is a complete experiment that imports attention_utils only lazily, for
+an optional feature; the package imports no script; the scripts share their loop word for word; ruff is clean."""
+
+import ast
+import difflib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, script_env
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.name for p in REPO.glob("ppo_atari_*.py"))
+FEEDFORWARD = ["ppo_atari_selfattn.py", "ppo_atari_fls.py", "ppo_atari_timesformer.py"]
+RECURRENT = [s for s in SCRIPTS if s not in FEEDFORWARD]
+# the text every script shares with ppo_atari_selfattn.py, word for word
+SHARED_FUNCTIONS = [
+    "import_optional",
+    "parse_game",
+    "make_env",
+    "native_bf16",
+    "layer_init",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+# ... and the feed-forward ones also these (the recurrent ones carry a state through them)
+FEEDFORWARD_FUNCTIONS = ["compute_gae", "evaluate", "receive"]
+# Run a script with attention_utils missing (as when the file is copied alone into an empty folder): an import of
+# it raises ModuleNotFoundError.
+WITHOUT_PACKAGE = (
+    "import runpy, sys; sys.modules['attention_utils'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def test_all_scripts_are_known():
+    """A new script must be placed in FEEDFORWARD or be recurrent on purpose."""
+    assert set(FEEDFORWARD) <= set(SCRIPTS)
+    assert RECURRENT == ["ppo_atari_temporal.py", "ppo_atari_topdown.py"]
+
+
+def imported_modules(code: str) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", code + "\nprint(' '.join(sorted(sys.modules)))"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+def test_package_imports_no_script():
+    modules = [
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for p in (REPO / "attention_utils").rglob("*.py")
+    ]
+    loaded = imported_modules("import importlib, sys\n" + "\n".join(f"importlib.import_module('{m}')" for m in modules))
+    assert {"attention_utils.ale", "attention_utils.runs", "attention_utils.pictures.selfattn"} <= loaded
+    assert not [m for m in loaded if m.startswith("ppo_atari_")]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_imports_no_package_module(script):
+    code = f"import sys, importlib.util\nspec = importlib.util.spec_from_file_location('s', '{REPO / script}')\n"
+    code += "module = importlib.util.module_from_spec(spec); sys.modules['s'] = module; spec.loader.exec_module(module)"
+    loaded = imported_modules(code)
+    assert "s" in loaded
+    assert not [m for m in loaded if m.startswith("attention_utils")]
+
+
+def run_alone(tmp_path, script, *args):
+    """The script copied into an empty folder and run there without the attention_utils package."""
+    copy = tmp_path / script
+    shutil.copy(REPO / script, copy)
+    command = [sys.executable, "-c", WITHOUT_PACKAGE, str(copy), *map(str, args)]
+    return subprocess.run(command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_copied_alone_trains_evaluates_and_checkpoints(tmp_path, script):
+    proc = run_alone(tmp_path, script, *TINY, "--total-timesteps", "32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in run_dir.glob("*.cleanrl_model")) == ["step_000000032.cleanrl_model"]
+    rows = (run_dir / "evals.csv").read_text().splitlines()
+    assert rows[0] == "global_step,mean_return,std_return,episode_returns" and rows[1].startswith("32,")
+    assert list(run_dir.glob("events.out.tfevents.*")) and (run_dir / "args.json").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, feature",
+    [
+        (["--capture-video"], "--capture-video and --save-attention"),
+        (["--save-attention"], "--capture-video and --save-attention"),
+        (["--resume", "x.cleanrl_model"], "--resume"),
+        (["--env-id", "Pongg"], "unknown game 'Pongg': suggesting valid names"),
+        (["--env-id", "BreakoutInfinite"], "BreakoutInfinite"),
+    ],
+)
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_an_optional_feature_without_the_package_fails_in_one_line_before_any_work(tmp_path, script, flags, feature):
+    game = [] if "--env-id" in flags else ["--env-id", "Breakout"]
+    proc = run_alone(tmp_path, script, *TINY[2:], *game, "--total-timesteps", "32", *flags)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"error: {feature} needs the attention_utils package"), lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def main_block(script: str) -> list[str]:
+    text = (REPO / script).read_text()
+    return text[text.index('if __name__ == "__main__":') :].splitlines()
+
+
+def function_source(script: str, name: str) -> str:
+    text = (REPO / script).read_text()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.get_source_segment(text, node)
+    raise AssertionError(f"{script} has no function {name}")
+
+
+@pytest.mark.parametrize("script", FEEDFORWARD[1:])
+def test_feedforward_scripts_share_their_main_block_word_for_word(script):
+    diff = list(difflib.unified_diff(main_block(FEEDFORWARD[0]), main_block(script), lineterm="", n=0))
+    assert not diff, "\n".join(diff)
+
+
+@pytest.mark.parametrize("script", SCRIPTS[1:] if SCRIPTS[0] == FEEDFORWARD[0] else SCRIPTS)
+def test_scripts_share_their_machinery_word_for_word(script):
+    names = SHARED_FUNCTIONS + (FEEDFORWARD_FUNCTIONS if script in FEEDFORWARD else [])
+    for name in names:
+        assert function_source(script, name) == function_source(FEEDFORWARD[0], name), f"{script}: {name} differs"
+
+
+def test_recurrent_scripts_share_their_main_block_word_for_word():
+    diff = list(difflib.unified_diff(main_block(RECURRENT[0]), main_block(RECURRENT[1]), lineterm="", n=0))
+    assert not diff, "\n".join(diff)
+
+
+def test_ruff_check_and_format():
+    check = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    form = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
+    assert form.returncode == 0, form.stdout + form.stderr
