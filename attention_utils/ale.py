@@ -14,7 +14,7 @@ import torch.nn.functional as F
 class RenderedAtari:
     """One ALE game (gymnasium + ale-py) with the protocol of the scripts' `make_env` applied by hand, keeping the RGB
     frames: used for videos and attention pictures (envpool renders nothing) and, pooled in `AlePool`, for
-    `BreakoutInfinite`, Breakout whose bricks respawn forever (seed 004, section 6.2), which needs the
+    `BreakoutInfinite`, Breakout whose bricks respawn forever (Free-Lunch Saliency, section 6.2), which needs the
     emulator's RAM written and so cannot run in envpool."""
 
     def __init__(self, game: str, seed: int):

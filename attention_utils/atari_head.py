@@ -1,5 +1,5 @@
 """Atari-HEAD (Zhang et al., "Atari-HEAD: Atari Human Eye-Tracking and Demonstration Dataset") against
-agents' saliency, as seed 004 (section 4.3, Table 4) does it.
+agents' saliency, as Free-Lunch Saliency (section 4.3, Table 4) does it.
 
 On disk, a game's folder holds one pair per trial (a play session):
     {trial}.tar.bz2   the frames, `{frame_id}.png`, 210x160 RGB (in a folder named after the trial)
@@ -27,6 +27,7 @@ Lives are not in the labels, so a lost life does not reset the state as it does 
     python -m attention_utils.atari_head --dataset atari_head/breakout --game Breakout \\
         --checkpoints runs/a/step_012499968.cleanrl_model runs/b/step_012499968.cleanrl_model --out results/atari_head
 """
+
 import csv
 import io
 import os
@@ -116,7 +117,9 @@ def read_trial(archive: Path) -> Trial:
 
 
 def list_trials(dataset: Path) -> list[Path]:
-    trials = sorted(p for p in Path(dataset).rglob("*.tar.bz2") if p.with_name(p.name.removesuffix(".tar.bz2") + ".txt").is_file())
+    trials = sorted(
+        p for p in Path(dataset).rglob("*.tar.bz2") if p.with_name(p.name.removesuffix(".tar.bz2") + ".txt").is_file()
+    )
     if not trials:
         sys.exit(f"error: no Atari-HEAD trial (a .tar.bz2 with its .txt beside it) under {dataset}")
     return trials
@@ -128,11 +131,17 @@ def preprocess(frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     area averaging; observation m stacks images m..m+3."""
     grey = torch.from_numpy(frames.astype(np.float32) @ GREY_WEIGHTS)  # (F, 210, 160)
     num_images = len(frames) // 4
-    kept = torch.stack([grey[4 * k + 2 : 4 * k + 4].amax(0) for k in range(num_images)]) if num_images else grey[:0]  # (K, 210, 160)
+    kept = (
+        torch.stack([grey[4 * k + 2 : 4 * k + 4].amax(0) for k in range(num_images)]) if num_images else grey[:0]
+    )  # (K, 210, 160)
     small = F.interpolate(kept[:, None], size=(84, 84), mode="area")[:, 0].round().to(torch.uint8)  # (K, 84, 84)
     num_obs = max(num_images - 3, 0)
-    observations = torch.stack([small[m : m + 4] for m in range(num_obs)]) if num_obs else torch.zeros(0, 4, 84, 84, dtype=torch.uint8)
-    frame_indices = np.array([[4 * k + j for k in range(m, m + 4) for j in (2, 3)] for m in range(num_obs)], dtype=int).reshape(-1, 8)
+    observations = (
+        torch.stack([small[m : m + 4] for m in range(num_obs)]) if num_obs else torch.zeros(0, 4, 84, 84, dtype=torch.uint8)
+    )
+    frame_indices = np.array(
+        [[4 * k + j for k in range(m, m + 4) for j in (2, 3)] for m in range(num_obs)], dtype=int
+    ).reshape(-1, 8)
     return observations, frame_indices
 
 
@@ -163,8 +172,9 @@ def fixation_map(gazes: list[np.ndarray]) -> np.ndarray:
     return counts
 
 
-def trial_metrics(saliency_fn: SaliencyFn, trial: Trial, negatives_per_frame: int = 32, batch_size: int = 64,
-                  seed: int = 0) -> dict[str, Optional[float]]:
+def trial_metrics(
+    saliency_fn: SaliencyFn, trial: Trial, negatives_per_frame: int = 32, batch_size: int = 64, seed: int = 0
+) -> dict[str, Optional[float]]:
     """NSS, KL and shuffled AUC of one trial: per observation, then averaged (undefined ones dropped).
     `saliency_fn` gets the trial's observations in order with the rewards and episode ends between them
     (`step_rewards_and_episode_ends`). The shuffled AUC's negatives are the fixations of
@@ -180,7 +190,11 @@ def trial_metrics(saliency_fn: SaliencyFn, trial: Trial, negatives_per_frame: in
         large = F.interpolate(small[:, None], size=SCREEN, mode="bilinear", align_corners=False)[:, 0].numpy()  # (B, 210, 160)
         for offset, saliency in enumerate(large):
             m = start + offset
-            others = [i for i in rng.choice(len(fixations), size=min(negatives_per_frame + 1, len(fixations)), replace=False) if i != m][:negatives_per_frame]
+            others = [
+                i
+                for i in rng.choice(len(fixations), size=min(negatives_per_frame + 1, len(fixations)), replace=False)
+                if i != m
+            ][:negatives_per_frame]
             other_fixations = sum((fixations[i] for i in others), np.zeros(SCREEN))
             scores["nss"].append(nss(saliency, fixations[m]))
             scores["kl"].append(kl_divergence(saliency, fixations[m]))
@@ -218,13 +232,21 @@ def main(args: Args) -> list[dict]:
     rows = []
     for checkpoint, loaded, saliency_fn in zip(args.checkpoints, models, saliency_fns):
         per_trial = [trial_metrics(saliency_fn, read_trial(path), args.negatives_per_frame) for path in trials]
-        row = {"game": args.game, "model": loaded.variant, "checkpoint": str(Path(checkpoint).resolve()), "trials": len(per_trial)}
+        row = {
+            "game": args.game,
+            "model": loaded.variant,
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "trials": len(per_trial),
+        }
         for metric in ("nss", "kl", "sauc"):
             values = [t[metric] for t in per_trial if t[metric] is not None]
             row[metric] = float(np.mean(values)) if values else None
             row[f"{metric}_std"] = float(np.std(values)) if values else None
         rows.append(row)
-        print(f"{args.game} {loaded.variant}: " + ", ".join(f"{m} {row[m]:.3f}" if row[m] is not None else f"{m} undefined" for m in ("nss", "kl", "sauc")))
+        print(
+            f"{args.game} {loaded.variant}: "
+            + ", ".join(f"{m} {row[m]:.3f}" if row[m] is not None else f"{m} undefined" for m in ("nss", "kl", "sauc"))
+        )
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, f"{args.game}_saliency_metrics")
     with open(f"{base}.csv", "w", newline="") as f:

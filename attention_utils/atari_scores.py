@@ -11,8 +11,10 @@ while the MuZero / Agent57 tables (and notebooks built on them) use 0.0. Normali
 different papers are therefore not comparable.
 """
 
-SOURCE = ("DQN Zoo atari_data.py (google-deepmind/dqn_zoo): random and human scores of Mnih et al. 2015 (Nature DQN) "
-          "and Wang et al. 2016 (Dueling DQN)")
+SOURCE = (
+    "DQN Zoo atari_data.py (google-deepmind/dqn_zoo): random and human scores of Mnih et al. 2015 (Nature DQN) "
+    "and Wang et al. 2016 (Dueling DQN)"
+)
 
 # game: (random score, human score)
 RANDOM_HUMAN_SCORES = {

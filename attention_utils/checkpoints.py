@@ -5,6 +5,7 @@ Also what every tool needs from an agent, feed-forward or recurrent (`is_recurre
 (`policy_and_value`, a recurrent one's at the state its `Memory` holds), its attention as an 84x84 map
 (`input_saliency`, at a given state; `sequence_saliency`, along a game in order) and a rendered game played
 with the memory a recurrent agent needs (`PlayedGame`)."""
+
 import dataclasses
 import importlib
 import os
@@ -151,13 +152,18 @@ def input_saliency(loaded: LoadedAgent) -> Optional[Saliency]:
         if own_saliency and agent.saliency(probe) is None:
             return None
         # no spatial map: e.g. the top-down script's `adaptive` arch, whose attention is over past steps only
-        if not own_saliency and "attention" not in (agent.attention_maps(probe, agent.initial_state(1, probe.device)) if recurrent else agent.attention_maps(probe)):
+        if not own_saliency and "attention" not in (
+            agent.attention_maps(probe, agent.initial_state(1, probe.device)) if recurrent else agent.attention_maps(probe)
+        ):
             return None
 
     @torch.no_grad()
     def saliency(observations: torch.Tensor, state=None) -> torch.Tensor:
         if recurrent and state is None:
-            raise ValueError(f"{loaded.variant} is recurrent: its attention depends on the state the observations are seen with; pass it (or use sequence_saliency)")
+            raise ValueError(
+                f"{loaded.variant} is recurrent: its attention depends on the state the observations are seen with; "
+                "pass it (or use sequence_saliency)"
+            )
         if not recurrent and state is not None:
             raise ValueError(f"{loaded.variant} is feed-forward: its attention has no state")
         if own_saliency:
@@ -190,17 +196,26 @@ def sequence_saliency(loaded: LoadedAgent, batch_size: int = 64) -> Optional[Sal
     @torch.no_grad()
     def along_game(observations: torch.Tensor, rewards=None, episode_ends=None) -> torch.Tensor:
         if observations.dim() != 4 or tuple(observations.shape[1:]) != (4, 84, 84) or observations.dtype != torch.uint8:
-            raise ValueError(f"observations must be (T, 4, 84, 84) uint8, got {tuple(observations.shape)} {observations.dtype}")
+            raise ValueError(
+                f"observations must be (T, 4, 84, 84) uint8, got {tuple(observations.shape)} {observations.dtype}"
+            )
         steps = len(observations)
         rewards = np.zeros(steps) if rewards is None else np.asarray(rewards, dtype=np.float64).reshape(-1)
-        episode_ends = np.zeros(steps, dtype=bool) if episode_ends is None else np.asarray(episode_ends, dtype=bool).reshape(-1)
+        episode_ends = (
+            np.zeros(steps, dtype=bool) if episode_ends is None else np.asarray(episode_ends, dtype=bool).reshape(-1)
+        )
         if len(rewards) != steps or len(episode_ends) != steps:
-            raise ValueError(f"rewards ({len(rewards)}) and episode_ends ({len(episode_ends)}) must have one entry per observation ({steps})")
+            raise ValueError(
+                f"rewards ({len(rewards)}) and episode_ends ({len(episode_ends)}) "
+                f"must have one entry per observation ({steps})"
+            )
         maps = []
         memory = None
         if recurrent:
             memory = script.Memory(agent, 1, agent_device(agent))
-            memory.done = torch.as_tensor(episode_ends[:1], dtype=torch.float32, device=agent_device(agent))  # a first observation may end its episode too
+            memory.done = torch.as_tensor(
+                episode_ends[:1], dtype=torch.float32, device=agent_device(agent)
+            )  # a first observation may end its episode too
         for start in range(0, steps, batch_size):
             batch = observations[start : start + batch_size]
             if not recurrent:
@@ -248,7 +263,9 @@ class PlayedGame:
                 continue
             memory.observe(np.array([reward]), np.array([done or life_lost]))
             none = self.loaded.agent.num_actions  # a memory that starts an episode keeps "no previous action"
-            memory.prev_action = torch.where(memory.prev_action == none, memory.prev_action, torch.full_like(memory.prev_action, action))
+            memory.prev_action = torch.where(
+                memory.prev_action == none, memory.prev_action, torch.full_like(memory.prev_action, action)
+            )
         if done:
             self.start()
         else:

@@ -4,6 +4,7 @@ on every frame (the training script's own picture, `attention_utils.pictures`: p
 
     python -m attention_utils.enjoy --checkpoint runs/.../step_000500000.cleanrl_model --episodes 3
 """
+
 import os
 import sys
 from contextlib import nullcontext
@@ -51,11 +52,15 @@ def main(args: Args) -> list[float]:
         while os.path.exists(path):  # earlier videos are kept
             copy += 1
             path = os.path.join(out, f"{game}_{stem}_episode_{episode}-{copy}.mp4")
-        episode_return = record_video(loaded.script, loaded.agent, game, args.seed + episode, "cpu", nullcontext, path, args.deterministic)
+        episode_return = record_video(
+            loaded.script, loaded.agent, game, args.seed + episode, "cpu", nullcontext, path, args.deterministic
+        )
         returns.append(float(episode_return))
         print(f"episode {episode}: return {episode_return:g}, video {path}", flush=True)
-    print(f"{loaded.variant} ({loaded.script.__name__}, step {loaded.global_step:,}) on {game}: "
-          f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes")
+    print(
+        f"{loaded.variant} ({loaded.script.__name__}, step {loaded.global_step:,}) on {game}: "
+        f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
+    )
     return returns
 
 

@@ -1,17 +1,63 @@
-"""The main axis of dynamics of 56 Atari games, as classified in seed 001 ("Game Classification"): the axis of
-interaction (conflict, combat, competition, movement of key objects). Keys are envpool game names."""
+"""The main axis of dynamics of 56 Atari games, as classified by the repository of "Revisiting Self-Attention in
+Deep RL: A Dimensional Perspective" ("Game Classification"): the axis of interaction (conflict, combat,
+competition, movement of key objects). Keys are envpool game names."""
 
-HORIZONTAL = ("Bowling", "Boxing", "ChopperCommand", "Defender", "FishingDerby", "Frostbite", "KungFuMaster", "Pong",
-              "RoadRunner", "Seaquest", "StarGunner", "YarsRevenge")
-VERTICAL = ("Assault", "Atlantis", "Breakout", "Centipede", "CrazyClimber", "DemonAttack", "DoubleDunk", "Gopher",
-            "IceHockey", "Jamesbond", "Kangaroo", "NameThisGame", "Phoenix", "Riverraid", "Skiing", "SpaceInvaders",
-            "Tennis", "Zaxxon")
+HORIZONTAL = (
+    "Bowling",
+    "Boxing",
+    "ChopperCommand",
+    "Defender",
+    "FishingDerby",
+    "Frostbite",
+    "KungFuMaster",
+    "Pong",
+    "RoadRunner",
+    "Seaquest",
+    "StarGunner",
+    "YarsRevenge",
+)
+VERTICAL = (
+    "Assault",
+    "Atlantis",
+    "Breakout",
+    "Centipede",
+    "CrazyClimber",
+    "DemonAttack",
+    "DoubleDunk",
+    "Gopher",
+    "IceHockey",
+    "Jamesbond",
+    "Kangaroo",
+    "NameThisGame",
+    "Phoenix",
+    "Riverraid",
+    "Skiing",
+    "SpaceInvaders",
+    "Tennis",
+    "Zaxxon",
+)
 # "Other" has three kinds in the seed
 OTHER_KINDS = {
     "no main axis": ("Hero", "Krull", "MontezumaRevenge", "Pitfall", "PrivateEye"),
     "far off horizontal/vertical": ("BattleZone", "BeamRider", "Enduro", "Robotank", "Solaris"),
-    "multiple axes": ("Alien", "Amidar", "Asterix", "Asteroids", "BankHeist", "Berzerk", "Freeway", "Gravitar", "MsPacman",
-                      "Qbert", "TimePilot", "Tutankham", "UpNDown", "Venture", "VideoPinball", "WizardOfWor"),
+    "multiple axes": (
+        "Alien",
+        "Amidar",
+        "Asterix",
+        "Asteroids",
+        "BankHeist",
+        "Berzerk",
+        "Freeway",
+        "Gravitar",
+        "MsPacman",
+        "Qbert",
+        "TimePilot",
+        "Tutankham",
+        "UpNDown",
+        "Venture",
+        "VideoPinball",
+        "WizardOfWor",
+    ),
 }
 OTHER = tuple(sorted(game for games in OTHER_KINDS.values() for game in games))
 
@@ -28,7 +74,7 @@ def axis_class(game: str):
 
 
 def other_kind(game: str):
-    """The seed's sub-kind of an 'other' game, or None."""
+    """The classification's sub-kind of an 'other' game, or None."""
     for name, games in OTHER_KINDS.items():
         if game in games:
             return name

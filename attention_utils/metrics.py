@@ -1,10 +1,11 @@
-"""Saliency metrics of "Free-Lunch Saliency via Attention in Atari Agents" (seed 004, section 4.3):
+"""Saliency metrics of "Free-Lunch Saliency via Attention in Atari Agents" (section 4.3):
 NSS (eq. 1), KL divergence against the fixation map blurred with sigma 5 (eq. 2) and shuffled AUC.
 
 Maps are 2-D arrays of the same shape: `saliency` holds floats, `fixations` counts (how many fixations
 fell on each pixel). A metric that is undefined for its input returns None, never a number: the paper
 averages per-frame metrics "dropping frames with undefined metrics", and `mean_defined` does the same.
 """
+
 from typing import Optional, Sequence
 
 import numpy as np

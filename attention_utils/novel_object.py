@@ -1,4 +1,5 @@
-"""Novel-object injection (seed 002, section 4.2): from a given step on, paste a sprite the agent has
+"""Novel-object injection (Mott et al., "Towards Interpretable Reinforcement Learning Using Attention Augmented
+Agents", section 4.2): from a given step on, paste a sprite the agent has
 never seen into its observations and record how its attention and its action distribution respond.
 
 At every step of one evaluation episode the agent sees the observation with the sprite (from
@@ -17,6 +18,7 @@ after the injection with the attention drawn on it, and the two curves over the 
 
     python -m attention_utils.novel_object --checkpoint runs/.../step_000500000.cleanrl_model --inject-step 50
 """
+
 import csv
 import os
 import sys
@@ -69,15 +71,23 @@ def main(args: Args) -> str:
     import matplotlib.pyplot as plt
 
     if not (0 <= args.row <= 84 - args.size and 0 <= args.col <= 84 - args.size and args.size >= 1):
-        sys.exit(f"error: the sprite ({args.size}x{args.size} at row {args.row}, column {args.col}) must lie inside the 84x84 observation")
+        sys.exit(
+            f"error: the sprite ({args.size}x{args.size} at row {args.row}, column {args.col}) "
+            "must lie inside the 84x84 observation"
+        )
     if not 0 < args.inject_step < args.steps:
-        sys.exit(f"error: --inject-step {args.inject_step} must be inside the recorded stretch (1 .. --steps {args.steps} - 1)")
+        sys.exit(
+            f"error: --inject-step {args.inject_step} must be inside the recorded stretch (1 .. --steps {args.steps} - 1)"
+        )
     loaded = load_agent(args.checkpoint)
     agent = loaded.agent
     recurrent = is_recurrent(agent)
     saliency_fn = input_saliency(loaded)
     if saliency_fn is None:
-        print(f"note: {loaded.variant} has no spatial attention map; only the policy's response (and the state's, for a recurrent agent) is recorded")
+        print(
+            f"note: {loaded.variant} has no spatial attention map; "
+            "only the policy's response (and the state's, for a recurrent agent) is recorded"
+        )
     box = (slice(args.row, args.row + args.size), slice(args.col, args.col + args.size))
     # row 0: what the agent sees (with the sprite once injected); row 1: the same frame without it. Each row
     # goes through the network on its own, so the two are bit-for-bit equal until the sprite appears.
@@ -95,13 +105,27 @@ def main(args: Args) -> str:
         if saliency_fn is None:
             maps, share_with, share_without = None, float("nan"), float("nan")
         else:
-            maps = torch.cat([saliency_fn(x[None], None if memory is None else memory.state) for x, memory in zip(pair, game.memories)])
+            maps = torch.cat(
+                [saliency_fn(x[None], None if memory is None else memory.state) for x, memory in zip(pair, game.memories)]
+            )
             maps = maps.float().clamp(min=0)  # (2, 84, 84)
             share_with, share_without = (maps[:, box[0], box[1]].sum((1, 2)) / maps.sum((1, 2)).clamp(min=1e-12)).tolist()
-        state_change = max(float((a - b).abs().max()) for a, b in zip(game.memories[0].state, game.memories[1].state)) if recurrent else ""
-        rows.append({"step": step, "injected": int(injected), "attention_on_sprite": share_with,
-                     "attention_on_sprite_without": share_without, "policy_kl": kl, "state_change": state_change,
-                     "action_probs": ";".join(f"{p:.4f}" for p in probs[0].tolist())})
+        state_change = (
+            max(float((a - b).abs().max()) for a, b in zip(game.memories[0].state, game.memories[1].state))
+            if recurrent
+            else ""
+        )
+        rows.append(
+            {
+                "step": step,
+                "injected": int(injected),
+                "attention_on_sprite": share_with,
+                "attention_on_sprite_without": share_without,
+                "policy_kl": kl,
+                "state_change": state_change,
+                "action_probs": ";".join(f"{p:.4f}" for p in probs[0].tolist()),
+            }
+        )
         if step in (args.inject_step - 1, min(args.inject_step + 5, args.steps - 1)):
             shown[step] = (seen, None if maps is None else maps[0])
         if recurrent:  # both copies' states advance; the game follows the agent that sees the sprite
@@ -112,7 +136,9 @@ def main(args: Args) -> str:
         game.step(int(action))
     game.close()
 
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"novel_object_step_{loaded.global_step:09d}")
+    out = args.out or os.path.join(
+        os.path.dirname(os.path.abspath(args.checkpoint)), f"novel_object_step_{loaded.global_step:09d}"
+    )
     with open(f"{out}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -123,7 +149,9 @@ def main(args: Args) -> str:
         ax.imshow(seen[-1].numpy(), cmap="gray")
         if attention is not None:
             ax.imshow(attention.numpy(), cmap="jet", alpha=0.45)
-        ax.add_patch(matplotlib.patches.Rectangle((args.col - 0.5, args.row - 0.5), args.size, args.size, fill=False, color="white"))
+        ax.add_patch(
+            matplotlib.patches.Rectangle((args.col - 0.5, args.row - 0.5), args.size, args.size, fill=False, color="white")
+        )
         ax.set_title(f"step {step} ({'with' if step >= args.inject_step else 'before the'} sprite)", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -132,7 +160,10 @@ def main(args: Args) -> str:
     ax.plot(steps, [r["attention_on_sprite"] for r in rows], label="with the sprite")
     ax.plot(steps, [r["attention_on_sprite_without"] for r in rows], label="same frames without it")
     ax.axhline(args.size**2 / 84**2, color="gray", linestyle=":", label="uniform share")
-    ax.set_title("attention share inside the sprite's box" + (" (this agent has no spatial map)" if saliency_fn is None else ""), fontsize=9)
+    ax.set_title(
+        "attention share inside the sprite's box" + (" (this agent has no spatial map)" if saliency_fn is None else ""),
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     ax = fig.add_subplot(2, 2, 4)
     ax.plot(steps, [r["policy_kl"] for r in rows])
@@ -145,10 +176,18 @@ def main(args: Args) -> str:
     fig.savefig(f"{out}.png", dpi=80)
     plt.close(fig)
     after = [r for r in rows if r["injected"]]
-    shares = "" if saliency_fn is None else (
-        f"attention share on the sprite {np.mean([r['attention_on_sprite'] for r in after]):.3f} with, "
-        f"{np.mean([r['attention_on_sprite_without'] for r in after]):.3f} without; ")
-    print(f"{loaded.variant} on {loaded.game}: {shares}mean policy KL {np.mean([r['policy_kl'] for r in after]):.4g}; {out}.png, {out}.csv")
+    shares = (
+        ""
+        if saliency_fn is None
+        else (
+            f"attention share on the sprite {np.mean([r['attention_on_sprite'] for r in after]):.3f} with, "
+            f"{np.mean([r['attention_on_sprite_without'] for r in after]):.3f} without; "
+        )
+    )
+    print(
+        f"{loaded.variant} on {loaded.game}: {shares}"
+        f"mean policy KL {np.mean([r['policy_kl'] for r in after]):.4g}; {out}.png, {out}.csv"
+    )
     return out
 
 

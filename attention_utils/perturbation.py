@@ -1,5 +1,5 @@
 """Perturbation saliency (Greydanus et al. 2018, "Visualizing and Understanding Atari Agents", as used
-by seed 002, section 4.7): blur a Gaussian patch of the observation at every location of a grid and
+by Mott et al., section 4.7): blur a Gaussian patch of the observation at every location of a grid and
 measure how much the policy and the value move:
 
     X'(i, j) = X * (1 - M(i, j)) + blur(X) * M(i, j)        M: Gaussian mask of `sigma` pixels at (i, j)
@@ -14,6 +14,7 @@ all in one batch as for the feed-forward agents.
 
     python -m attention_utils.perturbation --checkpoint runs/.../step_000500000.cleanrl_model --frames 4
 """
+
 import os
 import sys
 from dataclasses import dataclass
@@ -42,8 +43,14 @@ def gaussian_blur(obs: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perturbation_saliency(policy_and_value: PolicyAndValue, obs: torch.Tensor, stride: int = 1, sigma: float = 5.0,
-                          blur_sigma: float = 3.0, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def perturbation_saliency(
+    policy_and_value: PolicyAndValue,
+    obs: torch.Tensor,
+    stride: int = 1,
+    sigma: float = 5.0,
+    blur_sigma: float = 3.0,
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Policy and value saliency of one observation (4, 84, 84) uint8: two (84, 84) maps. `policy_and_value`
     maps a batch (B, 4, 84, 84) uint8 to (logits (B, A), values (B,)), e.g. `checkpoints.policy_and_value`
     (a recurrent agent's closed over its state). With stride > 1 the grid is coarser and the maps are
@@ -58,7 +65,10 @@ def perturbation_saliency(policy_and_value: PolicyAndValue, obs: torch.Tensor, s
     centres = [(int(r), int(c)) for r in rows for c in cols]
     for start in range(0, len(centres), batch_size):
         chunk = torch.tensor(centres[start : start + batch_size], dtype=torch.float32)  # (B, 2)
-        masks = torch.exp(-((yy[None, :, None] - chunk[:, 0, None, None]) ** 2 + (xx[None, None, :] - chunk[:, 1, None, None]) ** 2) / (2 * sigma**2))  # (B, 84, 84)
+        masks = torch.exp(
+            -((yy[None, :, None] - chunk[:, 0, None, None]) ** 2 + (xx[None, None, :] - chunk[:, 1, None, None]) ** 2)
+            / (2 * sigma**2)
+        )  # (B, 84, 84)
         perturbed = clean[None] * (1 - masks[:, None]) + blurred[None] * masks[:, None]  # (B, 4, 84, 84)
         logits, values = policy_and_value(perturbed.round().to(torch.uint8))
         policy_map.append(0.5 * ((logits - base_logits) ** 2).sum(-1))
@@ -114,20 +124,32 @@ def main(args: Args) -> str:
         if step % args.spacing == args.spacing - 1:
             explained.append((game.rgb(), game.obs.clone(), policy_and_value(agent, game.memories[0])))
         with torch.no_grad():
-            action = game.memories[0].act(agent, game.obs[None]) if is_recurrent(agent) else agent.get_action_and_value(game.obs[None])[0]
+            action = (
+                game.memories[0].act(agent, game.obs[None])
+                if is_recurrent(agent)
+                else agent.get_action_and_value(game.obs[None])[0]
+            )
         game.step(int(action))
     game.close()
     fig, axes = plt.subplots(len(explained), 3, figsize=(7.5, 3.6 * len(explained)), squeeze=False)
     for row, (rgb, stacked, policy_and_value_here) in enumerate(explained):
         policy_map, value_map = perturbation_saliency(policy_and_value_here, stacked, args.stride, args.sigma)
-        for col, (image, title) in enumerate([(rgb, "frame"), (overlay(rgb, policy_map, 2), "policy saliency (blue)"), (overlay(rgb, value_map, 0), "value saliency (red)")]):
+        for col, (image, title) in enumerate(
+            [
+                (rgb, "frame"),
+                (overlay(rgb, policy_map, 2), "policy saliency (blue)"),
+                (overlay(rgb, value_map, 0), "value saliency (red)"),
+            ]
+        ):
             axes[row, col].imshow(image)
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
             if row == 0:
                 axes[row, col].set_title(title, fontsize=9)
     fig.tight_layout()
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"perturbation_step_{loaded.global_step:09d}.png")
+    out = args.out or os.path.join(
+        os.path.dirname(os.path.abspath(args.checkpoint)), f"perturbation_step_{loaded.global_step:09d}.png"
+    )
     fig.savefig(out, dpi=80)
     plt.close(fig)
     print(f"perturbation saliency of {loaded.variant} on {loaded.game}: {out}")

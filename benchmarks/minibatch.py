@@ -1,7 +1,8 @@
 """Time of one PPO minibatch (forward, backward, Adam step) per variant and precision.
 
-    python benchmarks/minibatch.py
+python benchmarks/minibatch.py
 """
+
 import os
 import sys
 import time
@@ -54,4 +55,7 @@ if __name__ == "__main__":
     print("| variant | fp32 ms | bf16 autocast ms |")
     print("|---|---|---|")
     for variant in args.variants:
-        print(f"| {variant} | {minibatch_ms(variant, 'fp32', args):.1f} | {minibatch_ms(variant, 'bf16', args):.1f} |", flush=True)
+        print(
+            f"| {variant} | {minibatch_ms(variant, 'fp32', args):.1f} | {minibatch_ms(variant, 'bf16', args):.1f} |",
+            flush=True,
+        )

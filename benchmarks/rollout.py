@@ -5,6 +5,7 @@
 Mirrors the training loop's rollout: envs split into `groups` envpool pools stepped alternately
 (send/recv), bf16 autocast policy, `torch_threads` intra-op threads while acting.
 """
+
 import os
 import sys
 import time
@@ -62,9 +63,15 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     cores = len(os.sched_getaffinity(0))
     agent = selfattn.Agent(4, args.variant)
-    print(f"| variant | env pools | envpool threads per pool | torch threads while acting | rollout steps/s |")
+    print("| variant | env pools | envpool threads per pool | torch threads while acting | rollout steps/s |")
     print("|---|---|---|---|---|")
-    for groups, env_threads, torch_threads in [(1, cores, cores), (1, cores, 1), (2, max(1, cores // 2), cores),
-                                               (2, max(1, cores // 2), 1), (2, cores, 1), (2, cores, cores)]:
+    for groups, env_threads, torch_threads in [
+        (1, cores, cores),
+        (1, cores, 1),
+        (2, max(1, cores // 2), cores),
+        (2, max(1, cores // 2), 1),
+        (2, cores, 1),
+        (2, cores, cores),
+    ]:
         sps = rollout_sps(agent, args, groups, env_threads, torch_threads)
         print(f"| {args.variant} | {groups} | {env_threads} | {torch_threads} | {sps:,.0f} |", flush=True)

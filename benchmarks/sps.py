@@ -9,6 +9,7 @@ tensorboard log: SPS of the whole run, and the mean per-iteration time split aft
 First it prints envpool's own speed (random actions, 16 envs): on a shared machine, compare tables
 measured at similar envpool speeds.
 """
+
 import glob
 import importlib
 import os
@@ -47,7 +48,9 @@ if __name__ == "__main__":
     sys.path.insert(0, REPO)
     defaults = importlib.import_module(args.script.removesuffix(".py")).Args()
     batch_size = defaults.num_envs * defaults.num_steps
-    envs = envpool.make(f"{args.game}-v5", env_type="gymnasium", num_envs=16, batch_size=16, num_threads=len(os.sched_getaffinity(0)))
+    envs = envpool.make(
+        f"{args.game}-v5", env_type="gymnasium", num_envs=16, batch_size=16, num_threads=len(os.sched_getaffinity(0))
+    )
     envs.reset()
     start = time.perf_counter()
     for _ in range(500):
@@ -58,13 +61,35 @@ if __name__ == "__main__":
     print("|---|---|---|---|---|---|---|")
     for variant in args.variants:
         with tempfile.TemporaryDirectory() as scratch:
-            command = [sys.executable, os.path.join(REPO, args.script), f"--{args.variant_flag}", variant, "--env-id", args.game,
-                       "--total-timesteps", str(args.iterations * batch_size), "--eval-freq", str(10**12), "--eval-episodes", "1", "--no-save-model", *args.extra]
-            subprocess.run(command, cwd=scratch, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
+            command = [
+                sys.executable,
+                os.path.join(REPO, args.script),
+                f"--{args.variant_flag}",
+                variant,
+                "--env-id",
+                args.game,
+                "--total-timesteps",
+                str(args.iterations * batch_size),
+                "--eval-freq",
+                str(10**12),
+                "--eval-episodes",
+                "1",
+                "--no-save-model",
+                *args.extra,
+            ]
+            subprocess.run(
+                command, cwd=scratch, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"}
+            )
             events = EventAccumulator(glob.glob(os.path.join(scratch, "runs", "*"))[0])
             events.Reload()
-            split = {k: [e.value for e in events.Scalars(f"perf/{k}")[2:]] for k in ("env_s", "policy_s", "update_s", "other_s")}
+            split = {
+                k: [e.value for e in events.Scalars(f"perf/{k}")[2:]] for k in ("env_s", "policy_s", "update_s", "other_s")
+            }
             mean = {k: sum(v) / len(v) for k, v in split.items()}
             sps = events.Scalars("charts/SPS")[-2].value  # the last iteration includes the final evaluation
             share = 100 * mean["other_s"] / sum(mean.values())
-            print(f"| {variant} | {sps:,.0f} | {mean['env_s']:.2f} | {mean['policy_s']:.2f} | {mean['update_s']:.2f} | {mean['other_s']:.3f} | {share:.1f} |", flush=True)
+            print(
+                f"| {variant} | {sps:,.0f} | {mean['env_s']:.2f} | {mean['policy_s']:.2f} | {mean['update_s']:.2f} "
+                f"| {mean['other_s']:.3f} | {share:.1f} |",
+                flush=True,
+            )

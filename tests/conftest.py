@@ -3,6 +3,7 @@
 Every training test drives the real entry point in a subprocess (`python ppo_atari_selfattn.py ...`) with
 its working directory in a pytest tmp folder, so `runs/` is created there and never in the repository.
 """
+
 import csv
 import importlib.util
 import os
@@ -23,16 +24,26 @@ VARIANTS = ["NA", "SWA", "CWRA", "CWCA", "CWRCA"]
 NUM_ENVS, NUM_STEPS = 2, 16
 BATCH = NUM_ENVS * NUM_STEPS
 TINY = [
-    "--env-id", "Breakout",
-    "--num-envs", str(NUM_ENVS),
-    "--num-steps", str(NUM_STEPS),
-    "--num-minibatches", "2",
-    "--update-epochs", "1",
-    "--eval-episodes", "2",
-    "--eval-freq", str(BATCH),
-    "--save-freq", str(BATCH),
-    "--torch-threads", "1",
-    "--env-threads", "1",
+    "--env-id",
+    "Breakout",
+    "--num-envs",
+    str(NUM_ENVS),
+    "--num-steps",
+    str(NUM_STEPS),
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "1",
+    "--eval-episodes",
+    "2",
+    "--eval-freq",
+    str(BATCH),
+    "--save-freq",
+    str(BATCH),
+    "--torch-threads",
+    "1",
+    "--env-threads",
+    "1",
 ]
 EVAL_EPISODES = 2
 BREAKOUT_ACTIONS = 4  # envpool Breakout-v5 with the minimal action set: NOOP, FIRE, RIGHT, LEFT
@@ -73,7 +84,11 @@ def run_script(args, cwd, timeout=300):
     """Run the training script with `args` in `cwd`; returns the CompletedProcess (text stdout/stderr)."""
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args)],
-        cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -127,7 +142,7 @@ def checkpoint_files(run_dir):
 
 def checkpoint_step(path):
     """step_000000032.cleanrl_model -> 32"""
-    return int(Path(path).name[len("step_"):].split(".")[0])
+    return int(Path(path).name[len("step_") :].split(".")[0])
 
 
 def load_checkpoint(path):
@@ -138,14 +153,50 @@ def load_checkpoint(path):
 
 # Checkpoints for the attention_utils tests: a CWCA self-attention agent, a sparse FLS agent and a (small)
 # recurrent top-down attention agent trained for 256 steps each, once per test session.
-TRAIN_FOR_TOOLS = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1",
-                   "--eval-episodes", "1", "--eval-freq", "100000", "--save-freq", "100000", "--torch-threads", "1",
-                   "--env-threads", "1", "--total-timesteps", "256"]
+TRAIN_FOR_TOOLS = [
+    "--env-id",
+    "Breakout",
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "32",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "1",
+    "--eval-episodes",
+    "1",
+    "--eval-freq",
+    "100000",
+    "--save-freq",
+    "100000",
+    "--torch-threads",
+    "1",
+    "--env-threads",
+    "1",
+    "--total-timesteps",
+    "256",
+]
 TOOL_AGENTS = [
     ("ppo_atari_selfattn.py", ["--self-attn", "CWCA"]),
     ("ppo_atari_fls.py", ["--arch", "sparse_fls"]),
-    ("ppo_atari_topdown.py", ["--precision", "fp32", "--conv-channels", "16", "--value-channels", "24", "--core-hidden", "32",
-                              "--mlp-hidden", "32", "--query-hidden", "32"]),
+    (
+        "ppo_atari_topdown.py",
+        [
+            "--precision",
+            "fp32",
+            "--conv-channels",
+            "16",
+            "--value-channels",
+            "24",
+            "--core-hidden",
+            "32",
+            "--mlp-hidden",
+            "32",
+            "--query-hidden",
+            "32",
+        ],
+    ),
 ]
 
 
@@ -156,8 +207,14 @@ def trained_checkpoints(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("trained")
     paths = {}
     for script, flags in TOOL_AGENTS:
-        proc = subprocess.run([sys.executable, str(REPO / script), *TRAIN_FOR_TOOLS, *flags], cwd=cwd, env=script_env(),
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / script), *TRAIN_FOR_TOOLS, *flags],
+            cwd=cwd,
+            env=script_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert_ok(proc)
         (paths[script],) = list(cwd.glob(f"runs/*__{script[:-3]}__*/step_000000256.cleanrl_model"))
     return paths

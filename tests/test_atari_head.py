@@ -1,4 +1,5 @@
 """attention_utils.atari_head on a synthetic trial written in Atari-HEAD's on-disk format."""
+
 import csv
 import io
 import subprocess
@@ -7,12 +8,18 @@ import tarfile
 
 import imageio.v3 as iio
 import numpy as np
-import pytest
 import torch
-
-from attention_utils.atari_head import (fixation_map, list_trials, preprocess, read_labels, read_trial, step_rewards_and_episode_ends,
-                                       trial_metrics)
 from conftest import REPO, describe, script_env
+
+from attention_utils.atari_head import (
+    fixation_map,
+    list_trials,
+    preprocess,
+    read_labels,
+    read_trial,
+    step_rewards_and_episode_ends,
+    trial_metrics,
+)
 
 NUM_FRAMES = 40  # -> 10 pooled images -> 7 observations
 OBJECT = (slice(60, 72), slice(100, 112))  # the planted bright object: rows 60-71, columns 100-111
@@ -104,8 +111,10 @@ def test_rewards_and_episode_ends_between_observations(tmp_path):
 
 def test_labels_with_missing_fields(tmp_path):
     path = tmp_path / "trial.txt"
-    path.write_text("frame_id,episode_id,score,duration(ms),unclipped_reward,action,gaze_positions\n"
-                    "RZ_1,null,null,null,null,0,null\nRZ_2,3,10,50,1,2,10.5,20.0\n")
+    path.write_text(
+        "frame_id,episode_id,score,duration(ms),unclipped_reward,action,gaze_positions\n"
+        "RZ_1,null,null,null,null,0,null\nRZ_2,3,10,50,1,2,10.5,20.0\n"
+    )
     (first_id, first_episode, first_reward, first_gaze), (_, episode, reward, gaze) = read_labels(path)
     assert (first_id, first_episode, first_reward, first_gaze.shape) == ("RZ_1", -1, 0.0, (0, 2))
     assert (episode, reward, gaze.tolist()) == (3, 1.0, [[10.5, 20.0]])
@@ -115,10 +124,30 @@ def test_pipeline_table_from_checkpoints(tmp_path, trained_checkpoints):
     write_trial(tmp_path / "breakout" / "trials")
     write_trial(tmp_path / "breakout" / "trials", name="101_RZ_1234568_Jan-01-00-10-00")
     out = tmp_path / "tables"
-    proc = subprocess.run([sys.executable, "-m", "attention_utils.atari_head", "--dataset", tmp_path / "breakout", "--game", "Breakout",
-                           "--checkpoints", trained_checkpoints["ppo_atari_fls.py"], trained_checkpoints["ppo_atari_selfattn.py"],
-                           trained_checkpoints["ppo_atari_topdown.py"], "--out", out, "--negatives-per-frame", "4"],
-                          cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attention_utils.atari_head",
+            "--dataset",
+            tmp_path / "breakout",
+            "--game",
+            "Breakout",
+            "--checkpoints",
+            trained_checkpoints["ppo_atari_fls.py"],
+            trained_checkpoints["ppo_atari_selfattn.py"],
+            trained_checkpoints["ppo_atari_topdown.py"],
+            "--out",
+            out,
+            "--negatives-per-frame",
+            "4",
+        ],
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, describe(proc)
     rows = list(csv.DictReader(open(out / "Breakout_saliency_metrics.csv")))
     assert [r["model"] for r in rows] == ["sparse_fls", "CWCA", "topdown"]
@@ -130,7 +159,26 @@ def test_pipeline_table_from_checkpoints(tmp_path, trained_checkpoints):
 
 
 def test_missing_dataset_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "attention_utils.atari_head", "--dataset", tmp_path, "--checkpoints", "x", "--out", tmp_path / "o"],
-                          cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attention_utils.atari_head",
+            "--dataset",
+            tmp_path,
+            "--checkpoints",
+            "x",
+            "--out",
+            tmp_path / "o",
+        ],
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1] == f"error: no Atari-HEAD trial (a .tar.bz2 with its .txt beside it) under {tmp_path}"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"error: no Atari-HEAD trial (a .tar.bz2 with its .txt beside it) under {tmp_path}"
+    )

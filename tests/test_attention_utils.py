@@ -1,4 +1,5 @@
 """attention_utils entry points on checkpoints trained for a few hundred steps in this test session."""
+
 import subprocess
 import sys
 
@@ -7,16 +8,18 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, describe, script_env
 
 from attention_utils.checkpoints import input_saliency, is_recurrent, load_agent, policy_and_value, sequence_saliency
 from attention_utils.perturbation import gaussian_blur, perturbation_saliency
-from conftest import REPO, describe, script_env
 
 TOPDOWN = "ppo_atari_topdown.py"
 
 
 def run(args, cwd, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +39,17 @@ def random_observations(count, seed=0):
 
 
 # one panel per head after the frame: CWCA draws 1 map, FLS its saliency; the top-down agent has 4 heads
-@pytest.mark.parametrize("script, width, episodes", [("ppo_atari_selfattn.py", 320, 2), ("ppo_atari_fls.py", 160, 2), (TOPDOWN, 5 * 160, 1)])
+@pytest.mark.parametrize(
+    "script, width, episodes", [("ppo_atari_selfattn.py", 320, 2), ("ppo_atari_fls.py", 160, 2), (TOPDOWN, 5 * 160, 1)]
+)
 def test_enjoy_plays_and_records(checkpoints, tmp_path, script, width, episodes):
-    proc = run(["-m", "attention_utils.enjoy", "--checkpoint", checkpoints[script], "--episodes", episodes, "--out", tmp_path], REPO)
+    proc = run(
+        ["-m", "attention_utils.enjoy", "--checkpoint", checkpoints[script], "--episodes", episodes, "--out", tmp_path], REPO
+    )
     assert proc.returncode == 0, describe(proc)
-    returns = [float(line.split("return ")[1].split(",")[0]) for line in proc.stdout.splitlines() if line.startswith("episode ")]
+    returns = [
+        float(line.split("return ")[1].split(",")[0]) for line in proc.stdout.splitlines() if line.startswith("episode ")
+    ]
     assert len(returns) == episodes
     assert f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {episodes} episodes" in proc.stdout
     videos = sorted(tmp_path.glob("*.mp4"))
@@ -92,8 +101,23 @@ def test_gaussian_blur_keeps_mass_and_smooths():
 @pytest.mark.parametrize("script", ["ppo_atari_fls.py", TOPDOWN])
 def test_perturbation_cli_writes_overlays(checkpoints, tmp_path, script):
     out = tmp_path / "perturbation.png"
-    proc = run(["-m", "attention_utils.perturbation", "--checkpoint", checkpoints[script], "--frames", "2",
-                "--spacing", "10", "--stride", "3", "--out", out], REPO)
+    proc = run(
+        [
+            "-m",
+            "attention_utils.perturbation",
+            "--checkpoint",
+            checkpoints[script],
+            "--frames",
+            "2",
+            "--spacing",
+            "10",
+            "--stride",
+            "3",
+            "--out",
+            out,
+        ],
+        REPO,
+    )
     assert proc.returncode == 0, describe(proc)
     image = matplotlib.image.imread(out)
     assert image.shape[0] > 300 and image.shape[1] > 400  # 2 rows of frame | policy | value
@@ -104,8 +128,21 @@ def test_novel_object_injection(checkpoints, tmp_path, script):
     import csv
 
     out = tmp_path / "novel"
-    proc = run(["-m", "attention_utils.novel_object", "--checkpoint", checkpoints[script], "--inject-step", "10", "--steps", "30",
-                "--out", out], REPO)
+    proc = run(
+        [
+            "-m",
+            "attention_utils.novel_object",
+            "--checkpoint",
+            checkpoints[script],
+            "--inject-step",
+            "10",
+            "--steps",
+            "30",
+            "--out",
+            out,
+        ],
+        REPO,
+    )
     assert proc.returncode == 0, describe(proc)
     rows = list(csv.DictReader(open(f"{out}.csv")))
     assert len(rows) == 30 and [int(r["injected"]) for r in rows] == [0] * 10 + [1] * 20
@@ -129,7 +166,10 @@ def test_novel_object_injection(checkpoints, tmp_path, script):
 def test_novel_object_sprite_must_fit(checkpoints):
     proc = run(["-m", "attention_utils.novel_object", "--checkpoint", checkpoints["ppo_atari_fls.py"], "--row", "80"], REPO)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1] == "error: the sprite (8x8 at row 80, column 30) must lie inside the 84x84 observation"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == "error: the sprite (8x8 at row 80, column 30) must lie inside the 84x84 observation"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -153,7 +193,9 @@ def test_recurrent_policy_and_value_is_one_step_of_the_agent(topdown):
     function = policy_and_value(agent, memory)
     obs = observations[3:4]
     with torch.no_grad():
-        action, logprob, _, value, _ = agent.get_action_and_value(obs, memory.state, memory.prev_action, memory.prev_reward, memory.done)
+        action, logprob, _, value, _ = agent.get_action_and_value(
+            obs, memory.state, memory.prev_action, memory.prev_reward, memory.done
+        )
     logits, values = function(obs)
     assert logits.shape == (1, agent.num_actions) and values.shape == (1,)
     assert float(values[0]) == pytest.approx(float(value[0, 0]), abs=1e-5)

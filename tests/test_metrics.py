@@ -1,4 +1,5 @@
 """attention_utils.metrics on hand-made maps, values computed by hand."""
+
 import math
 
 import numpy as np
@@ -27,7 +28,9 @@ def test_kl_hand_values():
     fixations = np.array([[1, 0], [0, 0]])
     assert kl_divergence(ONE_HOT, fixations, sigma=0) == pytest.approx(0.0, abs=1e-9)  # perfect
     assert kl_divergence(np.full((2, 2), 0.25), fixations, sigma=0) == pytest.approx(math.log(4))  # uniform: log 4
-    assert kl_divergence(np.array([[1.0, 3.0], [0.0, 0.0]]), fixations, sigma=0) == pytest.approx(math.log(4))  # 1 * log(1 / (1/4))
+    assert kl_divergence(np.array([[1.0, 3.0], [0.0, 0.0]]), fixations, sigma=0) == pytest.approx(
+        math.log(4)
+    )  # 1 * log(1 / (1/4))
     # anti-correlated: all saliency where nobody looks -> huge (log of 1/eps)
     assert kl_divergence(np.array([[0.0, 0.0], [0.0, 1.0]]), fixations, sigma=0) > 30
 

@@ -1,4 +1,5 @@
 """End-to-end tests of ppo_atari_selfattn.py: tiny training runs through the real entry point."""
+
 import json
 import math
 import re
@@ -8,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import (
     BATCH,
     BREAKOUT_ACTIONS,
@@ -33,8 +33,14 @@ NUM_ITERATIONS = 3
 TOTAL = NUM_ITERATIONS * BATCH  # 96 agent steps: evaluations and checkpoints at 32, 64, 96
 EXPECTED_STEPS = [BATCH * i for i in range(1, NUM_ITERATIONS + 1)]
 REQUIRED_SCALARS = [
-    "losses/value_loss", "losses/policy_loss", "eval/mean_return",
-    "perf/env_s", "perf/policy_s", "perf/update_s", "perf/other_s", "charts/SPS",
+    "losses/value_loss",
+    "losses/policy_loss",
+    "eval/mean_return",
+    "perf/env_s",
+    "perf/policy_s",
+    "perf/update_s",
+    "perf/other_s",
+    "charts/SPS",
 ]
 
 
@@ -226,7 +232,9 @@ def test_resume_from_final_checkpoint_cannot_extend_training(copied_run, tmp_pat
     # finished run cannot be extended with a larger --total-timesteps; the script says so in one line.
     before = snapshot(copied_run)
     ckpt = copied_run / f"step_{TOTAL:09d}.cleanrl_model"
-    proc = run_script(["--resume", ckpt, "--total-timesteps", 2 * TOTAL, "--torch-threads", "1", "--env-threads", "1"], tmp_path)
+    proc = run_script(
+        ["--resume", ckpt, "--total-timesteps", 2 * TOTAL, "--torch-threads", "1", "--env-threads", "1"], tmp_path
+    )
     assert proc.returncode != 0, describe(proc)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, describe(proc)
@@ -240,8 +248,19 @@ def test_resume_from_checkpoint_copied_into_new_folder(copied_run, tmp_path):
     branch.mkdir()
     shutil.copy(copied_run / f"step_{BATCH:09d}.cleanrl_model", branch)
     # --total-timesteps differs from the checkpoint: it must be ignored (settings come from the checkpoint)
-    proc = run_script(["--resume", "runs/branch/" + f"step_{BATCH:09d}.cleanrl_model", "--total-timesteps", 10 * TOTAL,
-                       "--torch-threads", "1", "--env-threads", "1"], tmp_path)
+    proc = run_script(
+        [
+            "--resume",
+            "runs/branch/" + f"step_{BATCH:09d}.cleanrl_model",
+            "--total-timesteps",
+            10 * TOTAL,
+            "--torch-threads",
+            "1",
+            "--env-threads",
+            "1",
+        ],
+        tmp_path,
+    )
     assert_ok(proc)
     assert "total_timesteps" in proc.stdout, describe(proc)  # the "ignoring command-line ..." notice
     assert not (tmp_path / "runs" / "branch" / "runs").exists()

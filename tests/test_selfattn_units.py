@@ -1,11 +1,11 @@
 """Unit tests of ppo_atari_selfattn.py's building blocks, with the script imported as a module."""
+
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import SCRIPT, VARIANTS, script_env
 
 H = W = 20  # the c1 grid
@@ -22,7 +22,9 @@ def test_import_has_no_side_effects(tmp_path):
         "spec.loader.exec_module(m)\n"
         "print('imported', m.Args().self_attn)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "imported NA\n", proc.stdout
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
