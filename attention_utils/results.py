@@ -1,8 +1,9 @@
-"""The result tables and plots of seed 001's "Results & Analysis", from many runs.
+"""The result tables and plots of "Results & Analysis" in *Revisiting Self-Attention in Deep RL: A Dimensional
+Perspective*, from many runs.
 
     python -m attention_utils.results --runs runs/ [more/ ...] --out results/ [--wandb-project entity/project]
 
-Input: run folders of ppo_atari_selfattn.py / ppo_atari_fls.py / ppo_atari_topdown.py (`args.json` + `evals.csv`;
+Input: run folders of the training scripts, ppo_atari_*.py (`args.json` + `evals.csv`;
 `--runs` takes run folders or folders holding them, searched recursively; `eval_only_*.csv` and `evals.superseded.csv`
 are ignored) and/or the runs of a wandb project (`eval/mean_return` against `global_step`, config = args.json).
 Runs are grouped by (game, variant) across seeds.
@@ -15,11 +16,12 @@ Outputs in --out:
   95% CIs (rliable); performance_profiles.png / .csv; probability_of_improvement.csv / .png for every pair.
 - learning_curves.png: per game, debiased EMA (weight 0.98) of each seed's curve, mean over seeds ± 95% CI
   (Student's t).
-- alignment.md / .csv: per axis class of the seed's game classification, the share of its games won by each variant.
+- alignment.md / .csv: per axis class of the paper's game classification, the share of its games won by each variant.
 
 Rules (a note is printed whenever runs are dropped, merged or renamed or a game is left out):
-- Variant: see variant_name (each script's own run-folder name). A variant name used by two experiments (exp_name)
-  becomes "variant (exp_name)".
+- Variant: the variant_name of the script that wrote the run (each script's own run-folder name; script_of tells
+  the script from the args). Runs of no training script found here are skipped. A variant name used by two
+  experiments (exp_name) becomes "variant (exp_name)".
 - Same (experiment, game, variant, seed) twice (e.g. local folder and wandb run): the run with more evaluations is kept.
 - Seeds: every run found counts; cells may have different seed counts (per_game.csv gives each cell's count).
 - Winners: only games every variant has runs on are judged (a game some variant lacks shows its numbers, no bold,
@@ -33,27 +35,33 @@ Rules (a note is printed whenever runs are dropped, merged or renamed or a game 
   the union of their steps inside the range all seeds cover, by linear interpolation (exact when all seeds evaluated
   at the same steps). Band: mean ± t(0.975, n-1) SE across the n seeds (none with one seed).
 """
+
 from __future__ import annotations
 
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import math
 import re
 import sys
+import types
+import typing
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Optional
 
 import numpy as np
 
-from attention_utils.atari_scores import RANDOM_HUMAN_SCORES, SOURCE as REFERENCE_SOURCE, human_normalised_score
+from attention_utils.atari_scores import RANDOM_HUMAN_SCORES, human_normalised_score
+from attention_utils.atari_scores import SOURCE as REFERENCE_SOURCE
 from attention_utils.game_axes import AXIS_CLASSES, OTHER_KINDS
 
 EMA_WEIGHT = 0.98
-KNOWN_VARIANT_ORDER = ("NA", "SWA", "CWRA", "CWCA", "CWRCA")  # the seed's column order; other variants follow by name
+KNOWN_VARIANT_ORDER = ("NA", "SWA", "CWRA", "CWCA", "CWRCA")  # the paper's column order; other variants follow by name
 METRIC_NAMES = ("IQM", "Median", "Mean", "Optimality gap")
 EVALS_FILE, ARGS_FILE = "evals.csv", "args.json"
 
@@ -65,6 +73,7 @@ class ResultsError(Exception):
 @dataclass
 class Run:
     """One training run: what it is and its evaluation curve."""
+
     game: str
     variant: str
     seed: int
@@ -90,34 +99,120 @@ def game_name(env_id: str) -> str:
     return _ENV_ID.match(env_id.strip()).group("game")
 
 
-def variant_name(config: dict) -> str:
-    """The variant of a run from its args, as each script names it:
-    - ppo_atari_topdown.py (args with `query_mode`): `query_mode` when `arch` is missing or "mott"; otherwise `arch`,
-      then "_{query_mode}" for a spatiotemporal agent whose query mode is not "topdown", then "_span" with
-      `adaptive_span` (e.g. "adaptive_span", "spatiotemporal_fixed");
-    - ppo_atari_fls.py (`arch`, no `query_mode`): `arch`;
-    - ppo_atari_selfattn.py (`self_attn`): `self_attn`, with `+{ada_attn}` when ada_attn is not "none" (e.g. "CWCA+alpha");
-    - ppo_atari_timesformer.py (`embed_dim`): "timesformer_" + its sizes as the script names its run folders, e.g.
-      "timesformer_d16_h1_l1_m2_p12" (embedding dim, heads, blocks, MLP ratio, patch size)."""
-    if config.get("query_mode") is not None:
-        query_mode, arch = str(config["query_mode"]), config.get("arch")
-        if arch is None or arch == "mott":
-            return query_mode
-        query = f"_{query_mode}" if arch == "spatiotemporal" and query_mode != "topdown" else ""
-        return f"{arch}{query}{'_span' if config.get('adaptive_span') else ''}"
-    if config.get("arch") is not None:
-        return str(config["arch"])
-    if config.get("self_attn") is not None:
-        ada_attn = config.get("ada_attn") or "none"
-        return str(config["self_attn"]) if ada_attn == "none" else f"{config['self_attn']}+{ada_attn}"
-    if config.get("embed_dim") is not None:
-        sizes = ("embed_dim", "heads", "depth", "mlp_ratio", "patch_size")
-        missing = [key for key in sizes if config.get(key) is None]
-        if missing:
-            raise ResultsError(f"a TimeSformer run (`embed_dim` in its args) without {', '.join(missing)}")
-        embed_dim, heads, depth, mlp_ratio, patch_size = (config[key] for key in sizes)
-        return f"timesformer_d{embed_dim}_h{heads}_l{depth}_m{mlp_ratio}_p{patch_size}"
-    raise ResultsError("none of `query_mode`, `arch`, `self_attn`, `embed_dim` in the run's args")
+# the TimeSformer's variant names are its sizes only (d16_h1_l1_m2_p12): the tables say which model they are
+LABEL_PREFIX = {"ppo_atari_timesformer": "timesformer_"}
+
+
+class UnknownScriptError(ResultsError):
+    """A run whose training script cannot be told from its args: skipped with a note."""
+
+
+@dataclass
+class TrainingScript:
+    """A training script (`ppo_atari_*.py`), imported as a module, and what its `Args` accept."""
+
+    name: str
+    module: ModuleType
+    fields: frozenset
+    choices: dict  # field -> its allowed values, for the Literal-typed fields
+
+
+def _literal_choices(annotation) -> Optional[set]:
+    """The values a Literal (or Optional Literal) annotation allows; None for any other type."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return set(typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [_literal_choices(arg) if arg is not type(None) else {None} for arg in typing.get_args(annotation)]
+        return set().union(*members) if all(m is not None for m in members) else None
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def training_scripts(folder: Optional[Path] = None) -> tuple[TrainingScript, ...]:
+    """Every `ppo_atari_*.py` in `folder` (default: the repository), imported with
+    attention_utils.checkpoints.import_script (importing a script runs nothing). Its folder must be on sys.path."""
+    from attention_utils.checkpoints import REPO, import_script
+
+    scripts = []
+    for path in sorted(Path(folder or REPO).glob("ppo_atari_*.py")):
+        try:
+            module = import_script(str(path))
+            if not (
+                dataclasses.is_dataclass(getattr(module, "Args", None)) and callable(getattr(module, "variant_name", None))
+            ):
+                continue  # not a training script
+            hints = typing.get_type_hints(module.Args)
+        except (Exception, SystemExit) as e:
+            raise ResultsError(f"cannot import {path.name} to name its runs ({type(e).__name__}: {e})") from None
+        choices = {f.name: _literal_choices(hints.get(f.name)) for f in dataclasses.fields(module.Args)}
+        scripts.append(
+            TrainingScript(
+                path.stem, module, frozenset(choices), {name: values for name, values in choices.items() if values is not None}
+            )
+        )
+    return tuple(scripts)
+
+
+class _RecordReads:
+    """Passes attribute reads on to `args` and records their names."""
+
+    def __init__(self, args):
+        self._args, self.read = args, set()
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self._args, name)
+
+
+def _script_name_of(script: TrainingScript, config: dict) -> Optional[tuple[str, set]]:
+    """The script's variant_name of its Args built from the config's known fields (its defaults for the others), and
+    the fields variant_name read (the architecture fields); None if its Args cannot be built from the config."""
+    try:
+        args = _RecordReads(script.module.Args(**{k: v for k, v in config.items() if k in script.fields}))
+        return str(script.module.variant_name(args)), args.read & script.fields
+    except Exception:
+        return None
+
+
+def script_of(config: dict, scripts=None) -> tuple[TrainingScript, str]:
+    """The training script that wrote a run's args (args.json or wandb config) and its variant name for them.
+
+    A script's architecture fields are the fields its variant_name reads. The config's architecture fields (those of
+    any script) must be valid for the script: values its Args allow (Literal fields), and no field it lacks that
+    another script, valid for the config, reads (a run of a script since split in two: `--arch adaptive` in a
+    top-down run's args is the temporal script's). Among the valid scripts: the one named by `exp_name` (by default
+    the script's file name), else the only one whose architecture fields the config has (runs with another
+    --exp-name). Raises UnknownScriptError when there is none."""
+    scripts = training_scripts() if scripts is None else scripts
+    named = {script.name: _script_name_of(script, config) for script in scripts}
+    reads = {name: result[1] & set(config) for name, result in named.items() if result is not None}
+    arch_fields = set().union(*reads.values())
+
+    def allowed(script):
+        return named[script.name] is not None and all(
+            config[f] in tuple(script.choices[f]) for f in arch_fields & set(script.choices)
+        )
+
+    valid = [script for script in scripts if allowed(script)]
+    fits = [script for script in valid if not any(reads[other.name] - script.fields for other in valid if other is not script)]
+    by_exp_name = [script for script in fits if script.name == config.get("exp_name")]
+    with_fields = [script for script in fits if reads[script.name]]
+    chosen = by_exp_name or (with_fields if len(with_fields) == 1 else [])
+    if not chosen:
+        raise UnknownScriptError(
+            f"no training script here ({', '.join(s.name for s in scripts) or 'none'}) matches its args "
+            f"(exp_name {config.get('exp_name')!r}, architecture fields {', '.join(sorted(arch_fields)) or 'none'})"
+        )
+    script = chosen[0]
+    return script, named[script.name][0]
+
+
+def variant_name(config: dict, scripts=None) -> str:
+    """The variant of a run from its args: the variant_name of the script that wrote them (script_of), i.e. its run
+    folder name, e.g. "CWCA", "CWCA+alpha_beta", "sparse_fls", "fixed"; a LABEL_PREFIX before it for some scripts
+    (e.g. "timesformer_d16_h1_l1_m2_p12")."""
+    script, name = script_of(config, scripts)
+    return LABEL_PREFIX.get(script.name, "") + name
 
 
 def run_from_config(config: dict, steps, scores, source: str) -> Run:
@@ -128,11 +223,18 @@ def run_from_config(config: dict, steps, scores, source: str) -> Run:
     try:
         variant = variant_name(config)
     except ResultsError as e:
-        raise ResultsError(f"{source}: {e}") from None
+        raise type(e)(f"{source}: {e}") from None
     steps, scores = np.asarray(steps, dtype=np.int64), np.asarray(scores, dtype=np.float64)
     order = np.argsort(steps, kind="stable")
-    return Run(game=game_name(str(config["env_id"])), variant=variant, seed=int(config["seed"]),
-               exp_name=str(config.get("exp_name") or ""), steps=steps[order], scores=scores[order], source=source)
+    return Run(
+        game=game_name(str(config["env_id"])),
+        variant=variant,
+        seed=int(config["seed"]),
+        exp_name=str(config.get("exp_name") or ""),
+        steps=steps[order],
+        scores=scores[order],
+        source=source,
+    )
 
 
 def find_run_dirs(paths) -> list[Path]:
@@ -166,17 +268,31 @@ def read_run_dir(run_dir) -> Run:
     return run_from_config(config, steps, scores, str(run_dir))
 
 
+def read_run_dirs(paths) -> list[Run]:
+    """The Runs of the run folders at or under each path (find_run_dirs); runs of no known training script are
+    skipped with a note."""
+    runs = []
+    for run_dir in find_run_dirs(paths):
+        try:
+            runs.append(read_run_dir(run_dir))
+        except UnknownScriptError as e:
+            print(f"note: {e}; skipped")
+    return runs
+
+
 def _unwrap_config(config) -> dict:
     """wandb configs may hold {"value": v} entries (older API / raw config files): plain values."""
-    return {key: value["value"] if isinstance(value, dict) and set(value) <= {"value", "desc"} and "value" in value
-            else value for key, value in dict(config).items()}
+    return {
+        key: value["value"] if isinstance(value, dict) and set(value) <= {"value", "desc"} and "value" in value else value
+        for key, value in dict(config).items()
+    }
 
 
 def wandb_runs(project: str, api=None) -> list[Run]:
     """Runs of a wandb project ("entity/project") through the public API: each run's config (the args.json keys)
     and the full history (scan_history, unsampled) of eval/mean_return against global_step. `api`: a
-    wandb.Api()-like object (for tests); by default wandb.Api(). Runs without evaluations, or whose config has no
-    env_id / seed / variant field, are skipped with a note."""
+    wandb.Api()-like object (for tests); by default wandb.Api(). Runs without evaluations, without env_id / seed in their
+    config, or of no known training script, are skipped with a note."""
     if api is None:
         import wandb
 
@@ -188,14 +304,23 @@ def wandb_runs(project: str, api=None) -> list[Run]:
         raise ResultsError(f"wandb project {project}: {type(e).__name__}: {e}") from None
     for wandb_run in project_runs:
         source = f"wandb:{project}/{getattr(wandb_run, 'id', None) or getattr(wandb_run, 'name', '?')}"
-        rows = [row for row in wandb_run.scan_history(keys=["global_step", "eval/mean_return"])
-                if row.get("eval/mean_return") is not None and row.get("global_step") is not None]
+        rows = [
+            row
+            for row in wandb_run.scan_history(keys=["global_step", "eval/mean_return"])
+            if row.get("eval/mean_return") is not None and row.get("global_step") is not None
+        ]
         if not rows:
             print(f"note: {source} has no eval/mean_return; skipped")
             continue
         try:
-            runs.append(run_from_config(_unwrap_config(wandb_run.config), [row["global_step"] for row in rows],
-                                        [row["eval/mean_return"] for row in rows], source))
+            runs.append(
+                run_from_config(
+                    _unwrap_config(wandb_run.config),
+                    [row["global_step"] for row in rows],
+                    [row["eval/mean_return"] for row in rows],
+                    source,
+                )
+            )
         except ResultsError as e:  # a project may also hold runs of other scripts
             print(f"note: {e}; skipped")
     return runs
@@ -213,8 +338,10 @@ def prepare_runs(runs: list[Run]) -> list[Run]:
         if key in kept:
             other = kept[key]
             better = run if len(run.scores) > len(other.scores) else other
-            print(f"note: {other.source} and {run.source} are both {run.game}/{run.variant}/seed {run.seed}; "
-                  f"keeping {better.source} ({len(better.scores)} evaluations)")
+            print(
+                f"note: {other.source} and {run.source} are both {run.game}/{run.variant}/seed {run.seed}; "
+                f"keeping {better.source} ({len(better.scores)} evaluations)"
+            )
             kept[key] = better
         else:
             kept[key] = run
@@ -224,8 +351,10 @@ def prepare_runs(runs: list[Run]) -> list[Run]:
     shared = {variant for variant, names in experiments.items() if len(names) > 1}
     if shared:
         print(f"note: variant(s) {', '.join(sorted(shared))} come from several experiments; named 'variant (exp_name)'")
-    return [dataclasses.replace(run, variant=f"{run.variant} ({run.exp_name})") if run.variant in shared else run
-            for run in kept.values()]
+    return [
+        dataclasses.replace(run, variant=f"{run.variant} ({run.exp_name})") if run.variant in shared else run
+        for run in kept.values()
+    ]
 
 
 def note_unequal_periods(runs: list[Run]) -> list[str]:
@@ -237,17 +366,21 @@ def note_unequal_periods(runs: list[Run]) -> list[str]:
         last_steps[run.game].append(int(run.steps[-1]))
     games = sorted(game for game, steps in last_steps.items() if len(set(steps)) > 1)
     for game in games:
-        print(f"note: runs on {game} end at different steps ({min(last_steps[game]):,} to {max(last_steps[game]):,}); "
-              f"each run's mean covers its own evaluation period")
+        print(
+            f"note: runs on {game} end at different steps ({min(last_steps[game]):,} to {max(last_steps[game]):,}); "
+            f"each run's mean covers its own evaluation period"
+        )
     return games
 
 
 def ordered_variants(variants) -> list[str]:
-    """The seed's order (NA, SWA, CWRA, CWCA, CWRCA) first, each followed by its +ada_attn / (exp) forms, then the rest."""
+    """The paper's order (NA, SWA, CWRA, CWCA, CWRCA) first, each followed by its +ada_attn / (exp) forms, then the rest."""
+
     def key(variant):
         base = variant.split(" (")[0].split("+")[0]
         known = KNOWN_VARIANT_ORDER.index(base) if base in KNOWN_VARIANT_ORDER else len(KNOWN_VARIANT_ORDER)
         return known, base, variant
+
     return sorted(set(variants), key=key)
 
 
@@ -261,6 +394,7 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # per-game table
+
 
 def mean_and_standard_error(values) -> tuple[float, float]:
     """Sample mean and standard error (std with ddof=1 / sqrt(n)); the SE is nan for a single value."""
@@ -317,7 +451,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def per_game_markdown(summary, variants) -> str:
-    """The seed's per-game table: mean ± SE per variant, winners in bold, "No. of wins" row."""
+    """The paper's per-game table: mean ± SE per variant, winners in bold, "No. of wins" row."""
     winners = game_winners(summary)
     rows = []
     for game, cells in summary.items():
@@ -330,8 +464,10 @@ def per_game_markdown(summary, variants) -> str:
     rows.append(["**No. of wins**"] + [_format_count(wins[variant]) for variant in variants])
     seeds = sorted({n for cells in summary.values() for _, _, n in cells.values()})
     seeds_text = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
-    note = (f"\nMean evaluation score over the whole evaluation period, averaged over seeds ± standard error across "
-            f"seeds ({seeds_text} seeds per cell). Bold: the highest mean of the game.")
+    note = (
+        f"\nMean evaluation score over the whole evaluation period, averaged over seeds ± standard error across "
+        f"seeds ({seeds_text} seeds per cell). Bold: the highest mean of the game."
+    )
     unjudged = [game for game in summary if game not in winners]
     if unjudged:
         note += f" No winner for {', '.join(unjudged)} (not every variant has runs there)."
@@ -360,6 +496,7 @@ def write_per_game_csv(summary, variants, path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # aggregates (rliable)
 
+
 def normalised_score_matrices(runs: list[Run], variants) -> tuple[dict[str, np.ndarray], list[str]]:
     """({variant: human-normalised scores, shape (num_runs, num_games)}, games) for rliable. Games without reference
     scores or without runs of every variant are left out; each variant keeps its n lowest seeds on every game, n its
@@ -377,9 +514,13 @@ def normalised_score_matrices(runs: list[Run], variants) -> tuple[dict[str, np.n
     for variant in variants if games else []:
         num_runs = min(len(groups[game, variant]) for game in games)
         if any(len(groups[game, variant]) > num_runs for game in games):
-            print(f"note: {variant} has {num_runs} seed(s) on some game; the aggregates use its {num_runs} lowest seed(s) on every game")
-        matrices[variant] = np.array([[human_normalised_score(game, run.mean_score) for run in groups[game, variant][:num_runs]]
-                                      for game in games]).T
+            print(
+                f"note: {variant} has {num_runs} seed(s) on some game; "
+                f"the aggregates use its {num_runs} lowest seed(s) on every game"
+            )
+        matrices[variant] = np.array(
+            [[human_normalised_score(game, run.mean_score) for run in groups[game, variant][:num_runs]] for game in games]
+        ).T
     return matrices, games
 
 
@@ -387,8 +528,14 @@ def aggregate_metrics(scores: np.ndarray) -> np.ndarray:
     """[IQM, median, mean, optimality gap] of a (num_runs, num_games) score matrix, with rliable.metrics."""
     from rliable import metrics
 
-    return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_median(scores), metrics.aggregate_mean(scores),
-                     metrics.aggregate_optimality_gap(scores)])
+    return np.array(
+        [
+            metrics.aggregate_iqm(scores),
+            metrics.aggregate_median(scores),
+            metrics.aggregate_mean(scores),
+            metrics.aggregate_optimality_gap(scores),
+        ]
+    )
 
 
 @contextlib.contextmanager
@@ -425,7 +572,9 @@ def performance_profiles(matrices: dict[str, np.ndarray], tau_list, reps: int, s
     profiles, cis = {}, {}
     for variant, scores in matrices.items():
         with seeded_numpy(seed):
-            point, interval = rly.create_performance_profile({variant: scores}, np.asarray(tau_list, dtype=np.float64), reps=reps)
+            point, interval = rly.create_performance_profile(
+                {variant: scores}, np.asarray(tau_list, dtype=np.float64), reps=reps
+            )
         profiles[variant], cis[variant] = point[variant], interval[variant]
     return profiles, cis
 
@@ -433,26 +582,36 @@ def performance_profiles(matrices: dict[str, np.ndarray], tau_list, reps: int, s
 def probabilities_of_improvement(matrices: dict[str, np.ndarray], reps: int, seed: int = 0):
     """({"X,Y": P(X > Y)}, {"X,Y": 95% CI}) for every pair of variants (X before Y; P(Y > X) = 1 - P(X > Y)),
     rliable.metrics.probability_of_improvement on the paired score matrices (same games, runs independent)."""
-    from rliable import library as rly, metrics
+    from rliable import library as rly
+    from rliable import metrics
 
     variants = list(matrices)
     points, intervals = {}, {}
     for i, x in enumerate(variants):
-        for y in variants[i + 1:]:
+        for y in variants[i + 1 :]:
             pair = f"{x},{y}"
             with seeded_numpy(seed):
-                point, interval = rly.get_interval_estimates({pair: [matrices[x], matrices[y]]},
-                                                             metrics.probability_of_improvement, reps=reps)
+                point, interval = rly.get_interval_estimates(
+                    {pair: [matrices[x], matrices[y]]}, metrics.probability_of_improvement, reps=reps
+                )
             points[pair], intervals[pair] = float(point[pair]), np.asarray(interval[pair], dtype=np.float64).reshape(2)
     return points, intervals
 
 
 def aggregates_markdown(points, intervals, games) -> str:
     """Table of the four aggregates with CIs, per variant."""
-    rows = [[variant] + [f"{points[variant][m]:.3f} [{intervals[variant][0][m]:.3f}, {intervals[variant][1][m]:.3f}]"
-                         for m in range(len(METRIC_NAMES))] for variant in points]
-    note = (f"\nHuman-normalised scores on {len(games)} games ({', '.join(games)}); point estimate [95% stratified-bootstrap CI]. "
-            f"Reference scores: {REFERENCE_SOURCE}.\n")
+    rows = [
+        [variant]
+        + [
+            f"{points[variant][m]:.3f} [{intervals[variant][0][m]:.3f}, {intervals[variant][1][m]:.3f}]"
+            for m in range(len(METRIC_NAMES))
+        ]
+        for variant in points
+    ]
+    note = (
+        f"\nHuman-normalised scores on {len(games)} games ({', '.join(games)}); point estimate [95% stratified-bootstrap CI]. "
+        f"Reference scores: {REFERENCE_SOURCE}.\n"
+    )
     return markdown_table(["Variant", *METRIC_NAMES], rows) + note
 
 
@@ -461,15 +620,21 @@ def write_aggregates_csv(points, intervals, matrices, games, path) -> None:
     slug = [name.lower().replace(" ", "_") for name in METRIC_NAMES]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["variant", "num_games", "num_runs"] + [f"{s}{part}" for s in slug for part in ("", "_ci_low", "_ci_high")])
+        writer.writerow(
+            ["variant", "num_games", "num_runs"] + [f"{s}{part}" for s in slug for part in ("", "_ci_low", "_ci_high")]
+        )
         for variant in points:
-            values = [repr(float(v)) for m in range(len(METRIC_NAMES))
-                      for v in (points[variant][m], intervals[variant][0][m], intervals[variant][1][m])]
+            values = [
+                repr(float(v))
+                for m in range(len(METRIC_NAMES))
+                for v in (points[variant][m], intervals[variant][0][m], intervals[variant][1][m])
+            ]
             writer.writerow([variant, len(games), matrices[variant].shape[0]] + values)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # learning curves
+
 
 def debiased_ema(values, weight: float = EMA_WEIGHT) -> np.ndarray:
     """s_t = weight * s_{t-1} + (1 - weight) * x_t with s_0 = 0, divided by (1 - weight**t) (TensorBoard's smoothing,
@@ -477,7 +642,7 @@ def debiased_ema(values, weight: float = EMA_WEIGHT) -> np.ndarray:
     smoothed, state = np.empty(len(values)), 0.0
     for t, value in enumerate(np.asarray(values, dtype=np.float64), start=1):
         state = weight * state + (1 - weight) * value
-        smoothed[t - 1] = state / (1 - weight ** t) if weight != 1 else value
+        smoothed[t - 1] = state / (1 - weight**t) if weight != 1 else value
     return smoothed
 
 
@@ -502,13 +667,14 @@ def learning_curve(runs: list[Run], weight: float = EMA_WEIGHT) -> tuple[np.ndar
 # ---------------------------------------------------------------------------------------------------------------
 # alignment of biases
 
+
 def alignment_shares(winners: dict[str, list[str]], variants) -> list[tuple[str, int, dict[str, float]]]:
     """[(axis class, number of its games in the results, {variant: share of those games won})] for horizontal,
     vertical, other, then the three kinds of other ("other: ..."); a tie between k variants gives each 1/k of the
-    game. Classes without games are left out; unclassified games (not in the seed) are noted."""
+    game. Classes without games are left out; unclassified games (not in the paper) are noted."""
     unclassified = [game for game in winners if not any(game in games for games in AXIS_CLASSES.values())]
     if unclassified:
-        print(f"note: {', '.join(unclassified)} not in the seed's game classification; left out of the alignment table")
+        print(f"note: {', '.join(unclassified)} not in the paper's game classification; left out of the alignment table")
     classes = list(AXIS_CLASSES.items()) + [(f"other: {kind}", games) for kind, games in OTHER_KINDS.items()]
     table = []
     for name, class_games in classes:
@@ -524,7 +690,9 @@ def alignment_markdown(table, variants) -> str:
     rows = []
     for name, num_games, shares in table:
         best = max(shares.values())
-        rows.append([name, str(num_games)] + [f"**{shares[v]:.2f}**" if shares[v] == best else f"{shares[v]:.2f}" for v in variants])
+        rows.append(
+            [name, str(num_games)] + [f"**{shares[v]:.2f}**" if shares[v] == best else f"{shares[v]:.2f}" for v in variants]
+        )
     return markdown_table(["Axis of dynamics", "Games", *variants], rows)
 
 
@@ -539,6 +707,7 @@ def write_alignment_csv(table, variants, path) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # plots
+
 
 def _pyplot():
     import matplotlib
@@ -576,7 +745,7 @@ def plot_learning_curves(runs: list[Run], variants, path, weight: float = EMA_WE
         ax.set_title(game, fontsize=10)
         ax.tick_params(labelsize=7)
         ax.xaxis.get_offset_text().set_fontsize(7)
-    for ax in axes.flat[len(games):]:
+    for ax in axes.flat[len(games) :]:
         ax.axis("off")
     fig.supxlabel("environment steps")
     fig.supylabel(f"evaluation return (debiased EMA {weight}, mean ± 95% CI over seeds)")
@@ -591,9 +760,16 @@ def plot_aggregates(points, intervals, variants, path) -> None:
     plt = _pyplot()
     from rliable import plot_utils
 
-    fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=list(METRIC_NAMES), algorithms=list(variants),
-                                                colors=variant_colors(variants), xlabel="Human-normalised score", max_ticks=3,
-                                                xlabel_y_coordinate=0.11 - 1.62 / len(variants))
+    fig, _ = plot_utils.plot_interval_estimates(
+        points,
+        intervals,
+        metric_names=list(METRIC_NAMES),
+        algorithms=list(variants),
+        colors=variant_colors(variants),
+        xlabel="Human-normalised score",
+        max_ticks=3,
+        xlabel_y_coordinate=0.11 - 1.62 / len(variants),
+    )
     # rliable's figure is 0.37 in per variant high and puts the label at this figure fraction: about 0.6 in below
     # the axes, clear of the tick labels whatever the number of variants
     fig.savefig(path, dpi=150, bbox_inches="tight")
@@ -606,8 +782,16 @@ def plot_performance_profiles(profiles, cis, tau_list, path) -> None:
     from rliable import plot_utils
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    plot_utils.plot_performance_profiles(profiles, tau_list, performance_profile_cis=cis, ax=ax, colors=variant_colors(list(profiles)),
-                                         xlabel=r"Human-normalised score ($\tau$)", legend=True, legendsize="medium")
+    plot_utils.plot_performance_profiles(
+        profiles,
+        tau_list,
+        performance_profile_cis=cis,
+        ax=ax,
+        colors=variant_colors(list(profiles)),
+        xlabel=r"Human-normalised score ($\tau$)",
+        legend=True,
+        legendsize="medium",
+    )
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
@@ -629,8 +813,10 @@ def plot_probability_of_improvement(points, intervals, path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # everything
 
-def write_results(runs: list[Run], out, bootstrap_reps: int = 2000, seed: int = 0,
-                  improvement_reps: Optional[int] = None) -> list[Path]:
+
+def write_results(
+    runs: list[Run], out, bootstrap_reps: int = 2000, seed: int = 0, improvement_reps: Optional[int] = None
+) -> list[Path]:
     """Write all tables and plots of `runs` to the folder `out`; returns the paths written. `improvement_reps`:
     bootstrap replications of the probabilities of improvement (default: bootstrap_reps)."""
     runs = prepare_runs(runs)
@@ -650,7 +836,9 @@ def write_results(runs: list[Run], out, bootstrap_reps: int = 2000, seed: int = 
     winners = game_winners(summary)
     unjudged = [game for game in summary if game not in winners]
     if unjudged:
-        print(f"note: not every variant has runs on {', '.join(unjudged)}; no winner there (no bold, no win, not in alignment)")
+        print(
+            f"note: not every variant has runs on {', '.join(unjudged)}; no winner there (no bold, no win, not in alignment)"
+        )
     table = alignment_shares(winners, variants)
     (out / "alignment.md").write_text(alignment_markdown(table, variants))
     write_alignment_csv(table, variants, out / "alignment.csv")
@@ -661,7 +849,10 @@ def write_results(runs: list[Run], out, bootstrap_reps: int = 2000, seed: int = 
 
     matrices, games = normalised_score_matrices(runs, variants)
     if not games:
-        print("note: no game with reference scores and runs of every variant; no aggregates, profiles or probabilities of improvement")
+        print(
+            "note: no game with reference scores and runs of every variant; "
+            "no aggregates, profiles or probabilities of improvement"
+        )
         return written
     points, intervals = aggregate_estimates(matrices, bootstrap_reps, seed)
     (out / "aggregates.md").write_text(aggregates_markdown(points, intervals, games))
@@ -677,23 +868,42 @@ def write_results(runs: list[Run], out, bootstrap_reps: int = 2000, seed: int = 
         writer.writerow(["variant", "tau", "fraction_of_runs_above", "ci_low", "ci_high"])
         for variant, profile in profiles.items():
             for i, tau in enumerate(tau_list):
-                writer.writerow([variant, repr(float(tau)), repr(float(profile[i])), repr(float(profile_cis[variant][0][i])),
-                                 repr(float(profile_cis[variant][1][i]))])
+                writer.writerow(
+                    [
+                        variant,
+                        repr(float(tau)),
+                        repr(float(profile[i])),
+                        repr(float(profile_cis[variant][0][i])),
+                        repr(float(profile_cis[variant][1][i])),
+                    ]
+                )
     plot_performance_profiles(profiles, profile_cis, tau_list, out / "performance_profiles.png")
     written += [out / "performance_profiles.csv", out / "performance_profiles.png"]
 
     if len(matrices) > 1:
         improvement_reps = improvement_reps or bootstrap_reps
         num_pairs = len(matrices) * (len(matrices) - 1) // 2
-        print(f"probability of improvement: {num_pairs} pair(s) x {len(games)} game(s) x {improvement_reps} bootstrap reps "
-              f"(a scipy Mann-Whitney U test each, about 1.5 ms)", flush=True)
+        print(
+            f"probability of improvement: {num_pairs} pair(s) x {len(games)} game(s) x {improvement_reps} bootstrap reps "
+            f"(a scipy Mann-Whitney U test each, about 1.5 ms)",
+            flush=True,
+        )
         probabilities, probability_cis = probabilities_of_improvement(matrices, improvement_reps, seed)
         with open(out / "probability_of_improvement.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["x", "y", "p_x_better_than_y", "ci_low", "ci_high", "num_games"])
             for pair, probability in probabilities.items():
                 x, y = pair.split(",", 1)
-                writer.writerow([x, y, repr(probability), repr(float(probability_cis[pair][0])), repr(float(probability_cis[pair][1])), len(games)])
+                writer.writerow(
+                    [
+                        x,
+                        y,
+                        repr(probability),
+                        repr(float(probability_cis[pair][0])),
+                        repr(float(probability_cis[pair][1])),
+                        len(games),
+                    ]
+                )
         plot_probability_of_improvement(probabilities, probability_cis, out / "probability_of_improvement.png")
         written += [out / "probability_of_improvement.csv", out / "probability_of_improvement.png"]
     else:
@@ -703,7 +913,8 @@ def write_results(runs: list[Run], out, bootstrap_reps: int = 2000, seed: int = 
 
 @dataclass
 class Args:
-    """Seed 001's result tables and plots (per-game table, rliable aggregates, learning curves, alignment of biases)."""
+    """The self-attention paper's result tables and plots (per-game table, rliable aggregates, learning curves,
+    alignment of biases)."""
 
     out: Path
     """folder for the tables and plots"""
@@ -727,11 +938,13 @@ def main(args: Args) -> list[Path]:
             raise ResultsError("give --runs DIR [DIR ...] and/or --wandb-project entity/project")
         if args.bootstrap_reps < 1 or args.improvement_reps < 1:
             raise ResultsError("--bootstrap-reps and --improvement-reps must be at least 1")
-        runs = [read_run_dir(run_dir) for run_dir in find_run_dirs(args.runs)]
+        runs = read_run_dirs(args.runs)
         if args.wandb_project is not None:
             runs += wandb_runs(args.wandb_project)
             if not runs:
                 raise ResultsError(f"no runs with evaluations in wandb project {args.wandb_project}")
+        if not runs:
+            raise ResultsError("no run of a known training script (ppo_atari_*.py) in --runs")
         written = write_results(runs, args.out, args.bootstrap_reps, args.seed, args.improvement_reps)
     except ResultsError as e:
         sys.exit(f"error: {e}")
