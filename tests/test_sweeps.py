@@ -193,11 +193,11 @@ def test_topdown_grid_is_57_games_3_query_modes_3_seeds():
 
 @pytest.mark.parametrize("sweep, program, archs", [
     ("thesis_timesformer.yaml", "ppo_atari_timesformer.py", None),
-    ("thesis.yaml", "ppo_atari_topdown.py", ["mott", "adaptive", "spatiotemporal"]),
+    ("thesis.yaml", "ppo_atari_temporal.py", ["adaptive", "spatiotemporal"]),
 ])
 def test_thesis_grids_are_4_games_by_archs_by_3_seeds(sweep, program, archs):
-    """The thesis' games x seeds 1-3, and for the top-down script x its three --arch agents (a wandb grid runs
-    one program, so the TimeSformer has a file of its own)."""
+    """The thesis' games x seeds 1-3, and for the temporal script x its two --arch agents (a wandb grid runs
+    one program, so the TimeSformer has a file of its own; the Mott et al. agent is in sweeps/topdown.yaml)."""
     config = load_sweep(REPO / "sweeps" / sweep)
     assert config["method"] == "grid" and config["program"] == program
     assert config["metric"] == {"name": "eval/mean_return", "goal": "maximize"}
