@@ -1,6 +1,7 @@
 """attention_utils.results on synthetic run folders: every expected number (per-game means and SEs, winners, No. of
 wins, human-normalised scores, IQM / median / mean / optimality gap, probability of improvement, alignment shares,
 debiased EMA) is worked out by hand here, not with the module's code. No training; seconds."""
+
 import csv
 import importlib
 import json
@@ -8,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -33,26 +35,42 @@ RUN_MEANS = {
 ENV_IDS = {"Pong": "PongNoFrameskip-v4", "Boxing": "ALE/Boxing-v5", "Seaquest": "Seaquest-v5"}  # the other games: plain
 # (mean, SE) by hand: std(ddof=1) of [10, 12, 14] is 2, of [15, 16, 17] is 1, ...
 EXPECTED_CELLS = {
-    ("Pong", "NA"): (12, 2 / SQRT3), ("Pong", "CWCA"): (16, 1 / SQRT3),
-    ("Boxing", "NA"): (40, 10 / SQRT3), ("Boxing", "CWCA"): (4, 2 / SQRT3),
-    ("Seaquest", "NA"): (200, 100 / SQRT3), ("Seaquest", "CWCA"): (400, 100 / SQRT3),
-    ("Breakout", "NA"): (50, 10 / SQRT3), ("Breakout", "CWCA"): (30, 10 / SQRT3),
-    ("Hero", "NA"): (2000, 1000 / SQRT3), ("Hero", "CWCA"): (2000, 1000 / SQRT3),
+    ("Pong", "NA"): (12, 2 / SQRT3),
+    ("Pong", "CWCA"): (16, 1 / SQRT3),
+    ("Boxing", "NA"): (40, 10 / SQRT3),
+    ("Boxing", "CWCA"): (4, 2 / SQRT3),
+    ("Seaquest", "NA"): (200, 100 / SQRT3),
+    ("Seaquest", "CWCA"): (400, 100 / SQRT3),
+    ("Breakout", "NA"): (50, 10 / SQRT3),
+    ("Breakout", "CWCA"): (30, 10 / SQRT3),
+    ("Hero", "NA"): (2000, 1000 / SQRT3),
+    ("Hero", "CWCA"): (2000, 1000 / SQRT3),
     ("BreakoutInfinite", "NA"): (7, math.nan),
 }
 # BreakoutInfinite has no CWCA run: no winner there
 EXPECTED_WINNERS = {"Boxing": ["NA"], "Breakout": ["NA"], "Hero": ["NA", "CWCA"], "Pong": ["CWCA"], "Seaquest": ["CWCA"]}
 # random and human scores typed from DQN Zoo's atari_data.py, independently of attention_utils.atari_scores
-REFERENCES = {"Pong": (-20.7, 14.6), "Boxing": (0.1, 12.1), "Seaquest": (68.4, 42054.7), "Breakout": (1.7, 30.5),
-              "Hero": (1027.0, 30826.4)}
+REFERENCES = {
+    "Pong": (-20.7, 14.6),
+    "Boxing": (0.1, 12.1),
+    "Seaquest": (68.4, 42054.7),
+    "Breakout": (1.7, 30.5),
+    "Hero": (1027.0, 30826.4),
+}
 
 
 def write_run(root, game, variant, seed, scores, steps=STEPS, exp_name="ppo_atari_selfattn", env_id=None, **extra_args):
     """A run folder as the training scripts write it; returns its path."""
     folder = Path(root) / f"{game}__{exp_name}__{variant}__{seed}__1795316730"
     folder.mkdir(parents=True)
-    args = {"exp_name": exp_name, "seed": seed, "env_id": env_id or ENV_IDS.get(game, game), "total_timesteps": 4000,
-            "track": False, **extra_args}
+    args = {
+        "exp_name": exp_name,
+        "seed": seed,
+        "env_id": env_id or ENV_IDS.get(game, game),
+        "total_timesteps": 4000,
+        "track": False,
+        **extra_args,
+    }
     if exp_name == "ppo_atari_fls":
         args["arch"] = variant
     else:
@@ -86,7 +104,8 @@ def synthetic_runs(tmp_path):
                     # evaluations a resumed run superseded, and an --eval-only result: never part of the curve
                     (folder / "evals.superseded.csv").write_text("5000,99999.0,0.0,99999\n")
                     (folder / "eval_only_BreakoutInfinite_step_000004000_8ep.csv").write_text(
-                        "global_step,mean_return,std_return,episode_returns\n4000,88888.0,0.0,88888\n")
+                        "global_step,mean_return,std_return,episode_returns\n4000,88888.0,0.0,88888\n"
+                    )
                 if (game, variant) == ("BreakoutInfinite", "NA"):
                     direct = folder
     (tmp_path / "a" / "notes").mkdir()
@@ -111,6 +130,7 @@ def hand_normalised(game, score):
 # ---------------------------------------------------------------------------------------------------------------
 # data modules
 
+
 def test_reference_scores_are_the_57_games_with_the_published_numbers():
     assert len(RANDOM_HUMAN_SCORES) == 57
     for game, (random_score, human_score) in REFERENCES.items():
@@ -130,13 +150,16 @@ def test_reference_scores_are_the_57_games_with_the_published_numbers():
         human_normalised_score("BreakoutInfinite", 10.0)
 
 
-def test_game_axes_are_the_seeds_classification():
+def test_game_axes_are_the_papers_classification():
     assert len(HORIZONTAL) == 12 and len(VERTICAL) == 18 and len(OTHER) == 26
     assert {kind: len(games) for kind, games in OTHER_KINDS.items()} == {
-        "no main axis": 5, "far off horizontal/vertical": 5, "multiple axes": 16}
+        "no main axis": 5,
+        "far off horizontal/vertical": 5,
+        "multiple axes": 16,
+    }
     every = HORIZONTAL + VERTICAL + OTHER
     assert len(set(every)) == 56  # disjoint
-    assert set(every) | {"Surround"} == set(RANDOM_HUMAN_SCORES)  # the seed's 56 games = Atari-57 minus Surround
+    assert set(every) | {"Surround"} == set(RANDOM_HUMAN_SCORES)  # the paper's 56 games = Atari-57 minus Surround
     assert axis_class("Pong") == "horizontal" and axis_class("Breakout") == "vertical"
     assert axis_class("Hero") == "other" and axis_class("BreakoutInfinite") is None
     assert set(AXIS_CLASSES) == {"horizontal", "vertical", "other"}
@@ -144,6 +167,7 @@ def test_game_axes_are_the_seeds_classification():
 
 # ---------------------------------------------------------------------------------------------------------------
 # reading runs
+
 
 @pytest.mark.parametrize("env_id", ["Breakout", "Breakout-v5", "BreakoutNoFrameskip-v4", "ALE/Breakout-v5", "Breakout-v4"])
 def test_game_name_normalises_env_ids(env_id):
@@ -157,12 +181,116 @@ def test_game_name_keeps_other_names():
 
 
 def test_variant_name_from_args():
+    """Without exp_name (or with another --exp-name) the script is the one whose architecture fields the args have."""
     assert results.variant_name({"self_attn": "CWCA", "ada_attn": "none"}) == "CWCA"
     assert results.variant_name({"self_attn": "CWCA"}) == "CWCA"
-    assert results.variant_name({"self_attn": "SWA", "ada_attn": "alpha_beta"}) == "SWA+alpha_beta"
+    assert results.variant_name({"self_attn": "SWA", "ada_attn": "alpha_beta", "exp_name": "lr_sweep"}) == "SWA+alpha_beta"
     assert results.variant_name({"arch": "sparse_fls"}) == "sparse_fls"
-    with pytest.raises(results.ResultsError):
+    with pytest.raises(results.UnknownScriptError):
         results.variant_name({"seed": 1})
+    with pytest.raises(results.UnknownScriptError, match="exp_name 'ppo_atari_fls'"):  # no FLS architecture
+        results.variant_name({"exp_name": "ppo_atari_fls", "arch": "NA"})
+
+
+def literal_choices(args_class):
+    """{field: its values} for the Literal-typed fields of a script's Args."""
+    hints = typing.get_type_hints(args_class)
+    return {name: typing.get_args(hint) for name, hint in hints.items() if typing.get_origin(hint) is typing.Literal}
+
+
+@pytest.mark.parametrize("script_path", sorted(REPO.glob("ppo_atari_*.py")), ids=lambda path: path.stem)
+def test_results_names_runs_of_every_script_as_the_script_does(script_path):
+    """For each training script found in the repository, from the args.json it writes (defaults, and every value of
+    each Literal field in turn), with its exp_name or another: the script's own variant_name."""
+    script = importlib.import_module(script_path.stem)
+    prefix = results.LABEL_PREFIX.get(script_path.stem, "")
+    settings = [{}] + [{name: value} for name, values in literal_choices(script.Args).items() for value in values]
+    for setting in settings:
+        args = script.Args(**setting)
+        config = json.loads(json.dumps(vars(args), default=str))  # as args.json holds them
+        assert config["exp_name"] == script_path.stem
+        assert results.variant_name(config) == prefix + script.variant_name(args), setting
+        assert results.variant_name({**config, "exp_name": "my_sweep"}) == prefix + script.variant_name(args), setting
+
+
+TOY_SCRIPTS = {
+    # a top-down script after the temporal agents were split out of it, the temporal script, and a file that is no
+    # training script
+    "ppo_atari_zz_mott": """
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    seed: int = 1
+    query_mode: Literal["topdown", "fixed"] = "topdown"
+
+def variant_name(args: Args) -> str:
+    return args.query_mode
+""",
+    "ppo_atari_zz_temporal": """
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    seed: int = 1
+    arch: Literal["adaptive", "spatiotemporal"] = "adaptive"
+    query_mode: Literal["topdown", "fixed"] = "topdown"
+    adaptive_span: bool = False
+
+def variant_name(args: Args) -> str:
+    query = f"_{args.query_mode}" if args.arch == "spatiotemporal" and args.query_mode != "topdown" else ""
+    return f"{args.arch}{query}{'_span' if args.adaptive_span else ''}"
+""",
+    "ppo_atari_zz_notes": "NOTES = 'not a training script'\n",
+}
+
+
+def test_scripts_are_found_in_the_folder_and_a_split_scripts_old_runs_go_to_the_new_one(tmp_path, monkeypatch):
+    """Scripts are discovered, not listed: runs of the top-down script from before the split (exp_name of the old
+    script, `arch` the temporal script's) are named by the script that now has their architecture."""
+    for name, text in TOY_SCRIPTS.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    scripts = results.training_scripts(tmp_path)
+    assert [script.name for script in scripts] == ["ppo_atari_zz_mott", "ppo_atari_zz_temporal"]
+
+    def name(**config):
+        return results.variant_name(config, scripts)
+
+    old = "ppo_atari_zz_mott"
+    assert name(exp_name=old, query_mode="fixed") == "fixed"
+    assert name(exp_name=old, query_mode="fixed", arch="mott", adaptive_span=False) == "fixed"  # before the split
+    assert name(exp_name=old, query_mode="topdown", arch="adaptive", adaptive_span=True) == "adaptive_span"
+    assert name(exp_name=old, query_mode="fixed", arch="spatiotemporal", adaptive_span=False) == "spatiotemporal_fixed"
+    assert name(exp_name="ppo_atari_zz_temporal", query_mode="fixed", arch="spatiotemporal") == "spatiotemporal_fixed"
+    assert name(exp_name=old) == "topdown"  # args from before a field existed: the script's default
+    assert name(exp_name="sweep", query_mode="fixed") == "fixed"
+    assert name(exp_name="sweep", arch="adaptive", query_mode="topdown") == "adaptive"
+    with pytest.raises(results.UnknownScriptError, match="ppo_atari_zz_mott, ppo_atari_zz_temporal"):
+        name(exp_name="sweep", seed=1)
+    with pytest.raises(results.UnknownScriptError):
+        name(exp_name="sweep", arch="mott_v2")  # no script has this architecture
+
+
+def test_runs_of_no_known_script_are_skipped_with_a_note(tmp_path, capsys):
+    known = write_run(tmp_path / "runs", "Pong", "CWCA", 1, [1, 2, 3, 4])
+    other = tmp_path / "runs" / "Pong__ppo_atari_envpool__1__1"
+    other.mkdir()
+    (other / "args.json").write_text(json.dumps({"exp_name": "ppo_atari_envpool", "seed": 1, "env_id": "Pong-v5"}))
+    (other / "evals.csv").write_text("global_step,mean_return,std_return,episode_returns\n1000,-20.0,0.0,-20\n")
+    runs = results.read_run_dirs([tmp_path / "runs"])
+    assert [(run.source, run.variant) for run in runs] == [(str(known), "CWCA")]
+    notes = capsys.readouterr().out.strip().splitlines()
+    assert len(notes) == 1 and other.name in notes[0] and "ppo_atari_envpool" in notes[0] and notes[0].endswith("skipped")
+    with pytest.raises(SystemExit, match="no run of a known training script"):
+        results.main(results.Args(out=tmp_path / "out", runs=(other,)))
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("query_mode, arch, span, expected", [
@@ -201,8 +329,12 @@ def test_variant_name_of_timesformer_runs_matches_the_script(tmp_path):
     config = json.loads(json.dumps(vars(args)))  # as args.json holds them
     assert results.variant_name(config) == "timesformer_" + ppo_atari_timesformer.variant_name(args)
     assert results.variant_name(config) == "timesformer_d32_h2_l3_m4_p12"
-    with pytest.raises(results.ResultsError, match="patch_size"):
+    # a field the args lack (a run from before the field existed) takes the script's default, as a checkpoint's args do
+    default_patch = ppo_atari_timesformer.Args().patch_size
+    assert (
         results.variant_name({"embed_dim": 16, "heads": 1, "depth": 1, "mlp_ratio": 2})
+        == f"timesformer_d16_h1_l1_m2_p{default_patch}"
+    )
 
 
 def test_topdown_run_folder_is_named_by_query_mode_and_arch(tmp_path):
@@ -242,10 +374,12 @@ def test_missing_evals_and_empty_folders_are_errors(tmp_path):
 def test_duplicates_kept_once_and_colliding_variants_renamed(tmp_path, capsys):
     short = write_run(tmp_path / "x", "Pong", "NA", 1, [1, 2])
     long = write_run(tmp_path / "y", "Pong", "NA", 1, [1, 2, 3, 4])
-    fls = write_run(tmp_path / "z", "Pong", "NA", 2, [5, 5, 5, 5], exp_name="ppo_atari_fls")  # same name, other script
-    runs = results.prepare_runs([results.read_run_dir(d) for d in (short, long, fls)])
+    sweep = write_run(tmp_path / "z", "Pong", "NA", 2, [5, 5, 5, 5], exp_name="lr_sweep")  # same name, other --exp-name
+    runs = results.prepare_runs([results.read_run_dir(d) for d in (short, long, sweep)])
     assert sorted((r.variant, r.seed, len(r.scores)) for r in runs) == [
-        ("NA (ppo_atari_fls)", 2, 4), ("NA (ppo_atari_selfattn)", 1, 4)]
+        ("NA (lr_sweep)", 2, 4),
+        ("NA (ppo_atari_selfattn)", 1, 4),
+    ]
     assert "keeping" in capsys.readouterr().out
 
 
@@ -269,15 +403,33 @@ class FakeWandbApi:
 
 
 def test_wandb_adapter_reads_config_and_eval_history(capsys):
-    history = [{"global_step": 2000, "eval/mean_return": 4.0, "_step": 1},
-               {"global_step": 1000, "eval/mean_return": 2.0, "_step": 0},
-               {"global_step": 1500, "charts/episodic_return": 9.0},  # another metric's row: not an evaluation
-               {"global_step": 3000, "eval/mean_return": None}]  # a null value: not an evaluation
-    run = FakeWandbRun("Breakout__ppo_atari_selfattn__CWCA__3__1", {
-        "env_id": "BreakoutNoFrameskip-v4", "seed": 3, "exp_name": "ppo_atari_selfattn", "self_attn": "CWCA",
-        "ada_attn": "alpha"}, history)
-    wrapped = FakeWandbRun("w", {"env_id": {"value": "ALE/Pong-v5"}, "seed": {"value": 1}, "arch": {"value": "nature"},
-                                 "exp_name": {"value": "ppo_atari_fls"}}, [{"global_step": 10, "eval/mean_return": -21.0}])
+    history = [
+        {"global_step": 2000, "eval/mean_return": 4.0, "_step": 1},
+        {"global_step": 1000, "eval/mean_return": 2.0, "_step": 0},
+        {"global_step": 1500, "charts/episodic_return": 9.0},  # another metric's row: not an evaluation
+        {"global_step": 3000, "eval/mean_return": None},
+    ]  # a null value: not an evaluation
+    run = FakeWandbRun(
+        "Breakout__ppo_atari_selfattn__CWCA__3__1",
+        {
+            "env_id": "BreakoutNoFrameskip-v4",
+            "seed": 3,
+            "exp_name": "ppo_atari_selfattn",
+            "self_attn": "CWCA",
+            "ada_attn": "alpha",
+        },
+        history,
+    )
+    wrapped = FakeWandbRun(
+        "w",
+        {
+            "env_id": {"value": "ALE/Pong-v5"},
+            "seed": {"value": 1},
+            "arch": {"value": "nature"},
+            "exp_name": {"value": "ppo_atari_fls"},
+        },
+        [{"global_step": 10, "eval/mean_return": -21.0}],
+    )
     empty = FakeWandbRun("crashed", {"env_id": "Pong", "seed": 2, "self_attn": "NA"}, [])
     unrelated = FakeWandbRun("sweep-probe", {"env_id": "Pong", "seed": 2}, [{"global_step": 1, "eval/mean_return": 1.0}])
     api = FakeWandbApi([run, wrapped, empty, unrelated])
@@ -296,6 +448,7 @@ def test_wandb_adapter_reads_config_and_eval_history(capsys):
 # ---------------------------------------------------------------------------------------------------------------
 # per-game table and alignment
 
+
 def test_per_game_means_standard_errors_winners_and_wins(synthetic_runs):
     summary = results.per_game_summary(all_runs(synthetic_runs))
     assert set(summary) == set(RUN_MEANS)
@@ -312,8 +465,12 @@ def test_per_game_means_standard_errors_winners_and_wins(synthetic_runs):
 
 
 def test_a_game_some_variant_lacks_has_no_winner():
-    summary = {"Alien": {"NA": (1.0, 0.1, 3), "CWCA": (0.0, 0.1, 3)}, "Boxing": {"NA": (5.0, 0.5, 3), "CWCA": (4.0, 0.5, 2)},
-               "Breakout": {"NA": (9.0, 1.0, 3)}, "Pong": {"NA": (1.0, 0.2, 3), "CWCA": (2.0, 0.2, 3)}}
+    summary = {
+        "Alien": {"NA": (1.0, 0.1, 3), "CWCA": (0.0, 0.1, 3)},
+        "Boxing": {"NA": (5.0, 0.5, 3), "CWCA": (4.0, 0.5, 2)},
+        "Breakout": {"NA": (9.0, 1.0, 3)},
+        "Pong": {"NA": (1.0, 0.2, 3), "CWCA": (2.0, 0.2, 3)},
+    }
     winners = results.game_winners(summary)
     assert winners == {"Alien": ["NA"], "Boxing": ["NA"], "Pong": ["CWCA"]}
     assert results.win_counts(winners, ["NA", "CWCA"]) == {"NA": 2, "CWCA": 1}
@@ -344,6 +501,7 @@ def test_alignment_shares_by_hand(synthetic_runs):
 
 # ---------------------------------------------------------------------------------------------------------------
 # aggregates
+
 
 def test_aggregate_metrics_of_a_known_set():
     scores = np.array([[0.0, 1.0, 2.0, 10.0], [3.0, 4.0, 5.0, 100.0]])
@@ -380,16 +538,23 @@ def test_normalised_scores_and_aggregates_by_hand(synthetic_runs, capsys):
 
 
 def test_unequal_seed_counts_use_the_common_lowest_seeds(tmp_path, capsys):
-    runs = [results.read_run_dir(write_run(tmp_path, "Pong", "NA", seed, curve_with_mean(m))) for seed, m in [(1, 0), (2, 10), (3, 5)]]
-    runs += [results.read_run_dir(write_run(tmp_path, "Breakout", "NA", seed, curve_with_mean(m))) for seed, m in [(7, 20), (2, 30)]]
+    runs = [
+        results.read_run_dir(write_run(tmp_path, "Pong", "NA", seed, curve_with_mean(m)))
+        for seed, m in [(1, 0), (2, 10), (3, 5)]
+    ]
+    runs += [
+        results.read_run_dir(write_run(tmp_path, "Breakout", "NA", seed, curve_with_mean(m))) for seed, m in [(7, 20), (2, 30)]
+    ]
     runs += [results.read_run_dir(write_run(tmp_path, "Hero", "NA", 1, curve_with_mean(5000)))]
     runs += [results.read_run_dir(write_run(tmp_path, "Pong", "CWCA", 1, curve_with_mean(1)))]
     runs += [results.read_run_dir(write_run(tmp_path, "Breakout", "CWCA", 1, curve_with_mean(1)))]
     matrices, games = results.normalised_score_matrices(runs, ["NA", "CWCA"])
     out = capsys.readouterr().out
     assert games == ["Breakout", "Pong"] and "Hero" in out  # Hero: no CWCA run
-    expected = [[hand_normalised("Breakout", 30), hand_normalised("Pong", 0)],  # seed 2 / seed 1
-                [hand_normalised("Breakout", 20), hand_normalised("Pong", 10)]]  # seed 7 / seed 2
+    expected = [
+        [hand_normalised("Breakout", 30), hand_normalised("Pong", 0)],  # seed 2 / seed 1
+        [hand_normalised("Breakout", 20), hand_normalised("Pong", 10)],
+    ]  # seed 7 / seed 2
     np.testing.assert_allclose(matrices["NA"], expected)
     assert matrices["CWCA"].shape == (1, 2)
 
@@ -417,12 +582,13 @@ def test_probability_of_improvement_by_hand(synthetic_runs):
 # ---------------------------------------------------------------------------------------------------------------
 # learning curves
 
+
 def test_debiased_ema_of_a_short_sequence():
     w = 0.98
     s1 = (1 - w) * 1
     s2 = w * s1 + (1 - w) * 2
     s3 = w * s2 + (1 - w) * 3
-    expected = [s1 / (1 - w), s2 / (1 - w ** 2), s3 / (1 - w ** 3)]
+    expected = [s1 / (1 - w), s2 / (1 - w**2), s3 / (1 - w**3)]
     np.testing.assert_allclose(results.debiased_ema([1, 2, 3]), expected)
     np.testing.assert_allclose(expected, [1.0, 0.0596 / 0.0396, 0.118408 / 0.058808])  # the arithmetic, written out
     np.testing.assert_allclose(results.debiased_ema([5.0, 5.0, 5.0]), [5.0, 5.0, 5.0])  # no bias towards 0
@@ -456,17 +622,34 @@ def test_learning_curve_aligns_seeds_and_bands_by_hand(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # the CLI
 
+
 def run_cli(*args, pythonpath_first=()):
     """`python -m attention_utils.results ARGS` in the repository; `pythonpath_first`: folders put before it."""
     pythonpath = os.pathsep.join([*pythonpath_first, str(REPO), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=pythonpath)
-    return subprocess.run([sys.executable, "-m", "attention_utils.results", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "attention_utils.results", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-OUTPUTS = ["per_game.md", "per_game.csv", "aggregates.md", "aggregates.csv", "aggregates.png", "performance_profiles.png",
-           "probability_of_improvement.csv", "probability_of_improvement.png", "learning_curves.png", "alignment.md",
-           "alignment.csv"]
+OUTPUTS = [
+    "per_game.md",
+    "per_game.csv",
+    "aggregates.md",
+    "aggregates.csv",
+    "aggregates.png",
+    "performance_profiles.png",
+    "probability_of_improvement.csv",
+    "probability_of_improvement.png",
+    "learning_curves.png",
+    "alignment.md",
+    "alignment.csv",
+]
 
 
 def test_cli_writes_every_table_and_plot(synthetic_runs, tmp_path):
@@ -482,16 +665,21 @@ def test_cli_writes_every_table_and_plot(synthetic_runs, tmp_path):
     per_game = {row["game"]: row for row in read_csv(out / "per_game.csv")}
     for (game, variant), (mean, se) in EXPECTED_CELLS.items():
         assert float(per_game[game][f"{variant}_mean"]) == pytest.approx(mean)
-        assert per_game[game][f"{variant}_se"] == "" if math.isnan(se) else float(per_game[game][f"{variant}_se"]) == pytest.approx(se)
+        assert (
+            per_game[game][f"{variant}_se"] == ""
+            if math.isnan(se)
+            else float(per_game[game][f"{variant}_se"]) == pytest.approx(se)
+        )
     assert per_game["BreakoutInfinite"]["CWCA_mean"] == "" and per_game["BreakoutInfinite"]["CWCA_seeds"] == "0"
     assert {game: sorted(per_game[game]["winner"].split(";")) for game in EXPECTED_WINNERS} == {
-        game: sorted(w) for game, w in EXPECTED_WINNERS.items()}
+        game: sorted(w) for game, w in EXPECTED_WINNERS.items()
+    }
     assert per_game["BreakoutInfinite"]["winner"] == ""
     assert float(per_game["No. of wins"]["NA_mean"]) == 2.5 and float(per_game["No. of wins"]["CWCA_mean"]) == 2.5
 
     table = (out / "per_game.md").read_text()
     lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
-    assert lines["Game"].split("|")[2:4] == [" NA ", " CWCA "]  # the seed's column order
+    assert lines["Game"].split("|")[2:4] == [" NA ", " CWCA "]  # the paper's column order
     assert "| 12.00 ± 1.15 | **16.00 ± 0.58** |" in lines["Pong"]
     assert "| **40.00 ± 5.77** | 4.00 ± 1.15 |" in lines["Boxing"]
     assert "| **2000.00 ± 577.35** | **2000.00 ± 577.35** |" in lines["Hero"]
@@ -518,7 +706,9 @@ def test_cli_writes_every_table_and_plot(synthetic_runs, tmp_path):
     assert float(improvement["p_x_better_than_y"]) == pytest.approx(0.5)
 
     alignment = {row["axis_class"]: row for row in read_csv(out / "alignment.csv")}
-    assert float(alignment["horizontal"]["NA"]) == pytest.approx(1 / 3) and float(alignment["horizontal"]["CWCA"]) == pytest.approx(2 / 3)
+    assert float(alignment["horizontal"]["NA"]) == pytest.approx(1 / 3) and float(
+        alignment["horizontal"]["CWCA"]
+    ) == pytest.approx(2 / 3)
     assert float(alignment["vertical"]["NA"]) == 1.0 and float(alignment["vertical"]["CWCA"]) == 0.0
     assert float(alignment["other"]["NA"]) == 0.5 and alignment["other"]["num_games"] == "1"
     assert "**0.67**" in (out / "alignment.md").read_text()
@@ -544,9 +734,21 @@ def test_cli_reads_a_wandb_project_through_the_public_api(tmp_path):
     runs = []
     for variant, means in [("NA", [10, 20]), ("CWCA", [30, 40])]:
         for seed, mean in enumerate(means, start=1):
-            runs.append({"id": f"Pong__ppo_atari_selfattn__{variant}__{seed}", "config": {
-                "env_id": "Pong", "seed": seed, "exp_name": "ppo_atari_selfattn", "self_attn": variant, "ada_attn": "none"},
-                "history": [{"global_step": s, "eval/mean_return": float(v)} for s, v in zip(STEPS, curve_with_mean(mean))]})
+            runs.append(
+                {
+                    "id": f"Pong__ppo_atari_selfattn__{variant}__{seed}",
+                    "config": {
+                        "env_id": "Pong",
+                        "seed": seed,
+                        "exp_name": "ppo_atari_selfattn",
+                        "self_attn": variant,
+                        "ada_attn": "none",
+                    },
+                    "history": [
+                        {"global_step": s, "eval/mean_return": float(v)} for s, v in zip(STEPS, curve_with_mean(mean))
+                    ],
+                }
+            )
     (fake / "runs.json").write_text(json.dumps(runs))
     (fake / "__init__.py").write_text(
         "import json, os\n"
@@ -558,10 +760,20 @@ def test_cli_reads_a_wandb_project_through_the_public_api(tmp_path):
         "class Api:\n"
         "    def runs(self, path):\n"
         "        assert path == 'me/attention-atari', path\n"
-        "        return [_Run(d) for d in json.load(open(os.path.join(os.path.dirname(__file__), 'runs.json')))]\n")
+        "        return [_Run(d) for d in json.load(open(os.path.join(os.path.dirname(__file__), 'runs.json')))]\n"
+    )
     out = tmp_path / "out"
-    proc = run_cli("--wandb-project", "me/attention-atari", "--out", out, "--bootstrap-reps", "50", "--improvement-reps", "50",
-                   pythonpath_first=[str(tmp_path / "fake")])
+    proc = run_cli(
+        "--wandb-project",
+        "me/attention-atari",
+        "--out",
+        out,
+        "--bootstrap-reps",
+        "50",
+        "--improvement-reps",
+        "50",
+        pythonpath_first=[str(tmp_path / "fake")],
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     pong, wins = read_csv(out / "per_game.csv")
     assert pong["game"] == "Pong" and wins["game"] == "No. of wins" and float(wins["CWCA_mean"]) == 1.0
