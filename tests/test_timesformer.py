@@ -1,5 +1,6 @@
 """ppo_atari_timesformer.py: the divided space-time ViT (parameter count, attention maps, rollout, upsampling)
 and tiny end-to-end runs through the real entry point (checkpoints, resume, attention picture, video)."""
+
 import json
 import math
 import re
@@ -11,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import (
     BATCH,
     BREAKOUT_ACTIONS,
@@ -43,8 +43,9 @@ def tsf():
 
 
 def run_tsf(args, cwd):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=600
+    )
 
 
 def assert_ok(proc):
@@ -80,7 +81,9 @@ def hand_count(d, heads, depth, ratio, patch, actions=BREAKOUT_ACTIONS, frames=4
 def test_parameter_count_defaults(tsf):
     args = tsf.Args()
     agent = tsf.make_agent(args, BREAKOUT_ACTIONS)
-    assert sum(p.numel() for p in agent.parameters()) == hand_count(args.embed_dim, args.heads, args.depth, args.mlp_ratio, args.patch_size)
+    assert sum(p.numel() for p in agent.parameters()) == hand_count(
+        args.embed_dim, args.heads, args.depth, args.mlp_ratio, args.patch_size
+    )
 
 
 def test_parameter_count_by_hand_d16():
@@ -372,8 +375,8 @@ def test_resume_from_checkpoint_copied_into_new_folder(trained, tmp_path):
     branch.mkdir(parents=True)
     shutil.copy(run_dir / f"step_{BATCH:09d}.cleanrl_model", branch)
     # the sizes on the command line differ from the checkpoint's: they are ignored
-    proc = run_tsf(["--resume", f"runs/branch/step_{BATCH:09d}.cleanrl_model", "--embed-dim", "40", "--depth", "3",
-                    "--torch-threads", "1", "--env-threads", "1"], tmp_path)
+    sizes = ["--embed-dim", "40", "--depth", "3", "--torch-threads", "1", "--env-threads", "1"]
+    proc = run_tsf(["--resume", f"runs/branch/step_{BATCH:09d}.cleanrl_model", *sizes], tmp_path)
     assert_ok(proc)
     assert "embed_dim" in proc.stdout and "depth" in proc.stdout, describe(proc)  # the "ignoring command-line ..." notice
     header, rows = read_evals(branch)
@@ -441,10 +444,12 @@ def test_capture_video_mp4(extras_run):
 
 
 def test_video_frame_directly(tsf):
+    from attention_utils.pictures import timesformer as pictures
+
     agent = small_agent(tsf)
     rgb = np.random.default_rng(0).integers(0, 256, (210, 160, 3), dtype=np.uint8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # as record_video calls it
-        frame = tsf.video_frame(agent, rgb, observations(1)[0])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # as record_video calls it
+        frame = pictures.video_frame(tsf, agent, rgb, observations(1)[0])
     assert frame.shape == (210, 480, 3) and frame.dtype == np.uint8
     assert np.array_equal(frame[:, :160], rgb)
 
