@@ -1,6 +1,7 @@
 """ppo_atari_temporal.py --arch adaptive / spatiotemporal: the Transformer-XL core's memory (window, episode ends,
 replay equivalence), the adaptive span, temporal and spatial maps, bad settings, and tiny end-to-end runs through
 the real entry point with checkpoint, resume, pictures and the attention_utils tools."""
+
 import subprocess
 import sys
 
@@ -8,10 +9,15 @@ import imageio.v3 as iio
 import matplotlib.image
 import pytest
 import torch
-
 from conftest import REPO, describe, load_module, script_env
-from test_topdown import (TINY_RUN, assert_exact_replay_in_training, assert_replay_reproduces_rollout, check_tiny_run_and_resume, run_topdown,
-                          tiny_runs)
+from test_topdown import (
+    TINY_RUN,
+    assert_exact_replay_in_training,
+    assert_replay_reproduces_rollout,
+    check_tiny_run_and_resume,
+    run_topdown,
+    tiny_runs,
+)
 
 SCRIPT = REPO / "ppo_atari_temporal.py"
 MEMORY = 4  # shorter than the test sequences, so the window slides
@@ -28,10 +34,23 @@ ARCHS = {
 TEMPORAL_FLAGS = ["--d-model", "32", "--transformer-ff", "32", "--memory-len", "8"]
 FLAGS = {
     "adaptive": ["--arch", "adaptive", "--impala-channels", "8", "8", "8", "--vision-hidden", "32", *TEMPORAL_FLAGS],
-    "spatiotemporal": ["--arch", "spatiotemporal", "--conv-channels", "16", "--value-channels", "24", "--mlp-hidden", "32",
-                       "--query-hidden", "32", *TEMPORAL_FLAGS, "--adaptive-span", "--span-ramp", "4"],
+    "spatiotemporal": [
+        "--arch",
+        "spatiotemporal",
+        "--conv-channels",
+        "16",
+        "--value-channels",
+        "24",
+        "--mlp-hidden",
+        "32",
+        "--query-hidden",
+        "32",
+        *TEMPORAL_FLAGS,
+        "--adaptive-span",
+        "--span-ramp",
+        "4",
+    ],
 }
-
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +90,9 @@ def test_state_is_emptied_after_done(temporal, name):
     state = tuple(torch.rand_like(s) + 0.5 for s in agent.initial_state(2, "cpu"))  # all slots valid, nothing zero
     none = torch.full((2,), agent.num_actions, dtype=torch.long)
     with torch.no_grad():
-        _, _, _, _, new_state = agent.get_action_and_value(random_inputs(2), state, none, torch.zeros(2), torch.tensor([1.0, 0.0]))
+        _, _, _, _, new_state = agent.get_action_and_value(
+            random_inputs(2), state, none, torch.zeros(2), torch.tensor([1.0, 0.0])
+        )
     for s in new_state:
         assert torch.equal(s[0], torch.zeros_like(s[0]))
         assert s[1].abs().sum() > 0
@@ -140,7 +161,9 @@ def test_temporal_maps_sum_to_one_over_valid_steps(temporal, name):
     none = torch.full((2,), agent.num_actions, dtype=torch.long)
     with torch.no_grad():
         for _ in range(2):
-            _, _, _, _, state = agent.get_action_and_value(random_inputs(2, seed=7), state, none, torch.zeros(2), torch.zeros(2))
+            _, _, _, _, state = agent.get_action_and_value(
+                random_inputs(2, seed=7), state, none, torch.zeros(2), torch.zeros(2)
+            )
     temporal = agent.attention_maps(obs, state, none, torch.ones(2))["temporal"]
     assert torch.allclose(temporal.sum(-1), torch.ones(2, 4), atol=1e-5)
     assert (temporal[..., : MEMORY - 2] == 0).all() and (temporal[..., MEMORY - 2 :] > 0).all()
@@ -176,7 +199,9 @@ def test_adaptive_span_mask(temporal):
     expected = unmasked[0, 0, 0] * mask[0].flip(0)
     assert torch.allclose(weights[0, 0, 0], expected / expected.sum(), atol=1e-6)
     assert torch.allclose(weights[0, 1], unmasked[0, 1], atol=1e-6)  # a full span changes nothing
-    core = temporal.TemporalCore(8, layers=2, heads=2, ff_hidden=8, memory_len=8, adaptive_span=True, span_init=0.5, span_coef=0.1)
+    core = temporal.TemporalCore(
+        8, layers=2, heads=2, ff_hidden=8, memory_len=8, adaptive_span=True, span_init=0.5, span_coef=0.1
+    )
     loss = core.span_loss()
     assert loss.item() == pytest.approx(0.1 * 4 * 4)  # 2 layers x 2 heads x z = 4 steps
     loss.backward()
@@ -192,7 +217,9 @@ def test_adaptive_span_mask(temporal):
 
 def test_parameter_count_by_hand(temporal):
     d, ff, heads, memory = 128, 256, 4, 64
-    layer = (2 * 2 * d) + (d * d + d) + (d * 2 * d + 2 * d) + (d * d + d) + heads * (memory + 1)  # 2 norms, q, kv, out, position bias
+    layer = (
+        (2 * 2 * d) + (d * d + d) + (d * 2 * d + 2 * d) + (d * d + d) + heads * (memory + 1)
+    )  # 2 norms, q, kv, out, position bias
     layer += (d * ff + ff) + (ff * d + d) + 2 * (3 * d * d + 2 * d * d + d * d)  # feed-forward, two GRU gates
     impala = 0
     for c_in, c_out in ((4, 16), (16, 32), (32, 32)):
@@ -211,22 +238,28 @@ def test_parameter_count_by_hand(temporal):
 
 
 def test_variant_names(temporal):
-    assert temporal.variant_name(temporal.Args(arch="spatiotemporal", query_mode="fixed", adaptive_span=True)) == "spatiotemporal_fixed_span"
+    assert (
+        temporal.variant_name(temporal.Args(arch="spatiotemporal", query_mode="fixed", adaptive_span=True))
+        == "spatiotemporal_fixed_span"
+    )
     assert temporal.variant_name(temporal.Args(arch="spatiotemporal")) == "spatiotemporal"
     assert temporal.variant_name(temporal.Args(arch="adaptive", adaptive_span=True)) == "adaptive_span"
     assert temporal.variant_name(temporal.Args()) == "adaptive"
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(arch="adaptive", query_mode="fixed"), "error: --query-mode only apply to --arch spatiotemporal"),
-    (dict(arch="spatiotemporal", impala_channels=(8,)), "error: --impala-channels only apply to --arch adaptive"),
-    (dict(arch="adaptive", span_ramp=4), "error: --span-ramp only apply with --adaptive-span"),
-    (dict(arch="adaptive", memory_len=0), "error: --memory-len 0: give at least 1"),
-    (dict(arch="adaptive", d_model=30), "error: --d-model 30 is not divisible into --transformer-heads 4"),
-    (dict(arch="adaptive", adaptive_span=True, span_init=2.0), "--span-init 2.0 in [0, 1]"),
-    (dict(arch="spatiotemporal", query_mode="l2norm", key_channels=6), "make them divisible"),
-    (dict(num_envs=3, num_minibatches=2, num_steps=16, total_timesteps=96), "whole environments"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(arch="adaptive", query_mode="fixed"), "error: --query-mode only apply to --arch spatiotemporal"),
+        (dict(arch="spatiotemporal", impala_channels=(8,)), "error: --impala-channels only apply to --arch adaptive"),
+        (dict(arch="adaptive", span_ramp=4), "error: --span-ramp only apply with --adaptive-span"),
+        (dict(arch="adaptive", memory_len=0), "error: --memory-len 0: give at least 1"),
+        (dict(arch="adaptive", d_model=30), "error: --d-model 30 is not divisible into --transformer-heads 4"),
+        (dict(arch="adaptive", adaptive_span=True, span_init=2.0), "--span-init 2.0 in [0, 1]"),
+        (dict(arch="spatiotemporal", query_mode="l2norm", key_channels=6), "make them divisible"),
+        (dict(num_envs=3, num_minibatches=2, num_steps=16, total_timesteps=96), "whole environments"),
+    ],
+)
 def test_bad_arch_settings(temporal, changes, message):
     """check_args refuses settings the chosen architecture cannot use, in one line."""
     with pytest.raises(SystemExit) as exit_info:
@@ -235,7 +268,11 @@ def test_bad_arch_settings(temporal, changes, message):
 
 
 def test_good_arch_settings_pass(temporal):
-    for changes in (dict(), dict(arch="spatiotemporal", query_mode="fixed"), dict(arch="adaptive", adaptive_span=True, span_ramp=4)):
+    for changes in (
+        dict(),
+        dict(arch="spatiotemporal", query_mode="fixed"),
+        dict(arch="adaptive", adaptive_span=True, span_ramp=4),
+    ):
         temporal.check_args(temporal.Args(**changes))
 
 
@@ -290,9 +327,28 @@ def test_attention_utils_on_an_adaptive_checkpoint(temporal, arch_runs, tmp_path
         memory.act(loaded.agent, random_inputs(1))
         logits, values = policy_and_value(loaded.agent, memory)(random_inputs(3, seed=1))
     assert logits.shape == (3, 4) and values.shape == (3,)
-    proc = subprocess.run([sys.executable, "-m", "attention_utils.perturbation", "--checkpoint", str(path), "--frames", "1",
-                           "--spacing", "5", "--stride", "6", "--out", str(tmp_path / "p.png")], cwd=REPO, env=script_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attention_utils.perturbation",
+            "--checkpoint",
+            str(path),
+            "--frames",
+            "1",
+            "--spacing",
+            "5",
+            "--stride",
+            "6",
+            "--out",
+            str(tmp_path / "p.png"),
+        ],
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, describe(proc)
     assert (tmp_path / "p.png").is_file()
 
@@ -303,8 +359,26 @@ def test_novel_object_on_an_adaptive_checkpoint(arch_runs, tmp_path):
 
     path = arch_runs("adaptive") / "step_000000096.cleanrl_model"
     out = tmp_path / "novel"
-    proc = subprocess.run([sys.executable, "-m", "attention_utils.novel_object", "--checkpoint", str(path), "--inject-step", "5",
-                           "--steps", "15", "--out", str(out)], cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attention_utils.novel_object",
+            "--checkpoint",
+            str(path),
+            "--inject-step",
+            "5",
+            "--steps",
+            "15",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, describe(proc)
     assert "no spatial attention map" in proc.stdout and "nan" not in proc.stdout and "Warning" not in proc.stderr
     rows = list(csv.DictReader(open(f"{out}.csv")))
@@ -324,10 +398,31 @@ def test_atari_head_refuses_an_agent_without_a_map_before_scoring(arch_runs, tmp
     spatial = arch_runs("spatiotemporal") / "step_000000096.cleanrl_model"
     adaptive = arch_runs("adaptive") / "step_000000096.cleanrl_model"
     out = tmp_path / "tables"
-    proc = subprocess.run([sys.executable, "-m", "attention_utils.atari_head", "--dataset", str(tmp_path / "breakout"), "--game", "Breakout",
-                           "--checkpoints", str(spatial), str(adaptive), "--out", str(out)],
-                          cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attention_utils.atari_head",
+            "--dataset",
+            str(tmp_path / "breakout"),
+            "--game",
+            "Breakout",
+            "--checkpoints",
+            str(spatial),
+            str(adaptive),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {adaptive}: adaptive has no spatial attention map, so no saliency to score"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"error: {adaptive}: adaptive has no spatial attention map, so no saliency to score"
+    )
     assert "Breakout spatiotemporal" not in proc.stdout  # nothing was scored
     assert not out.exists()

@@ -1,5 +1,6 @@
 """ppo_atari_topdown.py: the top-down attention agent's maths (spatial basis, attention, what/where), recurrent
 replay equivalence, and tiny end-to-end runs of every query mode through the real entry point."""
+
 import math
 import shutil
 import subprocess
@@ -7,20 +8,51 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
-import numpy as np
 import pytest
 import torch
+from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
 
 from attention_utils.runs import RUN_CONTROL_FIELDS
-from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
 
 SCRIPT = REPO / "ppo_atari_topdown.py"
 MODES = ["topdown", "fixed", "l2norm"]
 SMALL = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32, query_hidden=32)
-SMALL_FLAGS = ["--conv-channels", "16", "--value-channels", "24", "--core-hidden", "32", "--mlp-hidden", "32", "--query-hidden", "32"]
-TINY_RUN = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
-            "--eval-episodes", "1", "--eval-freq", "32", "--save-freq", "32", "--torch-threads", "1", "--env-threads", "1",
-            "--precision", "fp32"]  # a tiny run, any architecture
+SMALL_FLAGS = [
+    "--conv-channels",
+    "16",
+    "--value-channels",
+    "24",
+    "--core-hidden",
+    "32",
+    "--mlp-hidden",
+    "32",
+    "--query-hidden",
+    "32",
+]
+TINY_RUN = [
+    "--env-id",
+    "Breakout",
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "16",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "1",
+    "--eval-episodes",
+    "1",
+    "--eval-freq",
+    "32",
+    "--save-freq",
+    "32",
+    "--torch-threads",
+    "1",
+    "--env-threads",
+    "1",
+    "--precision",
+    "fp32",
+]  # a tiny run, any architecture
 TINY = [*TINY_RUN, *SMALL_FLAGS]
 
 
@@ -31,8 +63,14 @@ def topdown():
 
 def run_topdown(args, cwd, timeout=600, script=SCRIPT):
     """Run a recurrent training script (this one, or ppo_atari_temporal.py) with `args` in `cwd`."""
-    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, env=script_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        cwd=cwd,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def random_inputs(num_envs, steps, seed=0):
@@ -172,7 +210,9 @@ def rollout_step_by_step(agent, obs, dones, num_envs):
         stored["prev_actions"].append(prev_action)
         stored["prev_rewards"].append(prev_reward)
         with torch.no_grad():
-            action, logprob, _, value, state = agent.get_action_and_value(obs[rows], state, prev_action, prev_reward, dones[rows])
+            action, logprob, _, value, state = agent.get_action_and_value(
+                obs[rows], state, prev_action, prev_reward, dones[rows]
+            )
         stored["actions"].append(action)
         stored["logprobs"].append(logprob)
         stored["values"].append(value.flatten())
@@ -197,7 +237,13 @@ def assert_replay_reproduces_rollout(agent, steps, num_envs=3):
     def replay(rows, state, episode_ends):
         with torch.no_grad():
             _, logprobs, _, values, final = agent.get_action_and_value(
-                obs[rows], state, stored["prev_actions"][rows], stored["prev_rewards"][rows], episode_ends[rows], stored["actions"][rows])
+                obs[rows],
+                state,
+                stored["prev_actions"][rows],
+                stored["prev_rewards"][rows],
+                episode_ends[rows],
+                stored["actions"][rows],
+            )
         return logprobs, values.flatten(), final
 
     everything = torch.arange(steps * num_envs)
@@ -263,12 +309,14 @@ def mode_runs(tmp_path_factory):
 
 
 def check_tiny_run_and_resume(module, run_dir, variant, tmp_path):
-    """A tiny run's folder (see `tiny_runs`) of the script `module`: named after `variant`, checkpoints at 32, 64, 96 that load into the
-    agent its args describe, evaluations and losses logged at each iteration, the rollouts replayed exactly
+    """A tiny run's folder (see `tiny_runs`) of the script `module`: named after `variant`, checkpoints at 32, 64, 96
+    that load into the agent its args describe, evaluations and losses logged at each iteration, the rollouts replayed exactly
     (fp32); then a resume from the first checkpoint, copied into a new folder, runs on to 96 with the step
     counter and the evaluations continuing and the weights moving. Returns (checkpoint, agent, scalars)."""
     assert run_dir.name.split("__")[2] == variant
-    assert [p.name for p in sorted(run_dir.glob("step_*.cleanrl_model"))] == [f"step_{s:09d}.cleanrl_model" for s in (32, 64, 96)]
+    assert [p.name for p in sorted(run_dir.glob("step_*.cleanrl_model"))] == [
+        f"step_{s:09d}.cleanrl_model" for s in (32, 64, 96)
+    ]
     checkpoint = load_checkpoint(run_dir / "step_000000096.cleanrl_model")
     script = Path(module.__file__)
     assert checkpoint["variant"] == variant and checkpoint["script"] == script.name
@@ -285,8 +333,11 @@ def check_tiny_run_and_resume(module, run_dir, variant, tmp_path):
     branch = tmp_path / "runs" / "branch"
     branch.mkdir(parents=True)
     shutil.copy(run_dir / "step_000000032.cleanrl_model", branch)
-    proc = run_topdown(["--resume", "runs/branch/step_000000032.cleanrl_model", "--torch-threads", "1", "--env-threads", "1"], tmp_path,
-                       script=script)
+    proc = run_topdown(
+        ["--resume", "runs/branch/step_000000032.cleanrl_model", "--torch-threads", "1", "--env-threads", "1"],
+        tmp_path,
+        script=script,
+    )
     assert proc.returncode == 0, describe(proc)
     final = load_checkpoint(branch / "step_000000096.cleanrl_model")
     learned = lambda saved: {k: v for k, v in saved.items() if k not in RUN_CONTROL_FIELDS}  # noqa: E731
@@ -307,7 +358,18 @@ def test_mode_trains_checkpoints_and_resumes(topdown, mode_runs, mode, tmp_path)
 def assert_exact_replay_in_training(arch_flags, tmp_path, script=SCRIPT):
     """Long enough rollouts that lives are lost inside them: the first minibatch of every update (no gradient
     step yet) reproduces the rollout's log-probabilities and values. arch_flags: the architecture and its sizes."""
-    flags = [*TINY_RUN, *arch_flags, "--num-steps", "64", "--total-timesteps", "768", "--eval-freq", "100000", "--save-freq", "100000"]
+    flags = [
+        *TINY_RUN,
+        *arch_flags,
+        "--num-steps",
+        "64",
+        "--total-timesteps",
+        "768",
+        "--eval-freq",
+        "100000",
+        "--save-freq",
+        "100000",
+    ]
     proc = run_topdown(flags, tmp_path, script=script)
     assert proc.returncode == 0, describe(proc)
     (run_dir,) = tmp_path.glob("runs/*")
@@ -353,10 +415,13 @@ def test_eval_only(mode_runs, tmp_path):
     assert all(int(r.split(",")[3]) > 0 for r in rows[1:])
 
 
-@pytest.mark.parametrize("extra, words", [
-    ([*SMALL_FLAGS, "--num-envs", "3", "--num-minibatches", "2"], "whole environments"),
-    ([*SMALL_FLAGS, "--query-mode", "l2norm", "--key-channels", "6"], "divisible"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ([*SMALL_FLAGS, "--num-envs", "3", "--num-minibatches", "2"], "whole environments"),
+        ([*SMALL_FLAGS, "--query-mode", "l2norm", "--key-channels", "6"], "divisible"),
+    ],
+)
 def test_bad_settings_refused(tmp_path, extra, words):
     """One line on stderr naming what is wrong, before any run folder is made."""
     proc = run_topdown([*TINY_RUN, "--total-timesteps", "96", *extra], tmp_path)
