@@ -1,14 +1,15 @@
 """ppo_atari_fls.py: Table-2 parameter counts, saliency upsampling, maps, and tiny end-to-end runs."""
+
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
+import typing
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, describe, load_module, read_evals, script_env
 
 SCRIPT = REPO / "ppo_atari_fls.py"
@@ -16,9 +17,11 @@ ARCHS = [
     "nature", "daqn", "rsppo", "rsppo_nopad", "sparse_fls", "sparse_fls_pool", "sparse_fls_norm", "sparse_fls_1x1",
     "sparse_fls_sp2", "sparse_fls_norelu", "sparse_fls_norelu_pool", "sparse_fls_h1", "sparse_fls_x3", "dense_fls",
     "dense_fls_norelu",
-]
-TINY = ["--env-id", "Breakout", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
-        "--eval-episodes", "1", "--eval-freq", "32", "--save-freq", "32", "--torch-threads", "1", "--env-threads", "1"]
+]  # fmt: skip
+TINY = (
+    "--env-id Breakout --num-envs 2 --num-steps 16 --num-minibatches 2 --update-epochs 1 "
+    "--eval-episodes 1 --eval-freq 32 --save-freq 32 --torch-threads 1 --env-threads 1"
+).split()
 
 # The paper's Table 2 (Breakout, 4 actions).
 TABLE_2 = {
@@ -51,6 +54,7 @@ def fls():
 
 def test_every_arch_is_covered(fls):
     assert list(fls.ARCHS) == ARCHS
+    assert list(typing.get_args(fls.Args.__annotations__["arch"])) == ARCHS  # --arch offers exactly the table's models
     assert set(TABLE_2) | set(HAND_COUNTS) == set(ARCHS)
 
 
@@ -60,9 +64,15 @@ def test_parameter_count(fls, arch):
     assert count == {**TABLE_2, **HAND_COUNTS}[arch]
 
 
-@pytest.mark.parametrize("block,grid,size,stride,padding", [
-    ("sparse", 7, 36, 8, 0), ("first_conv", 20, 8, 4, 0), ("dense", 84, 13, 1, 6), ("sparse_padded", 7, 36, 8, 1),
-])
+@pytest.mark.parametrize(
+    "block,grid,size,stride,padding",
+    [
+        ("sparse", 7, 36, 8, 0),
+        ("first_conv", 20, 8, 4, 0),
+        ("dense", 84, 13, 1, 6),
+        ("sparse_padded", 7, 36, 8, 1),
+    ],
+)
 def test_hot_cell_lights_exactly_its_receptive_field(fls, block, grid, size, stride, padding):
     for i, j in [(0, 0), (grid // 2, grid - 1), (grid - 1, 1)]:
         saliency = torch.zeros(1, grid, grid)
@@ -113,9 +123,24 @@ def test_fls_output_multiplies_features(fls):
     torch.testing.assert_close(agent.hidden(obs), torch.relu(agent.fc.bias).expand(2, -1), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["sparse_fls", "nature"])
+def test_video_frame_directly(fls, arch):
+    """Figure 4's two panels, stacked: the RGB frame over the 84x84 input scaled to the frame's width; the
+    saliency turns the lower panel green (`nature`, without a map, stays grey)."""
+    from attention_utils.pictures import fls as fls_pictures
+
+    rgb = np.zeros((210, 160, 3), dtype=np.uint8)
+    obs = torch.full((4, 84, 84), 60, dtype=torch.uint8)
+    frame = fls_pictures.video_frame(fls, fls.Agent(4, arch), rgb, obs)
+    assert frame.shape == (370, 160, 3) and frame.dtype == np.uint8
+    lower = frame[210:].astype(int)
+    assert ((lower[..., 1] - lower[..., 0]).max() > 100) == (arch != "nature")
+
+
 def run_fls(args, cwd):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS)

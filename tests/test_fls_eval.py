@@ -1,4 +1,6 @@
-"""ppo_atari_fls.py: BreakoutInfinite (seed 004, section 6.2), the long evaluation mode and the saliency video."""
+"""ppo_atari_fls.py: BreakoutInfinite (Free-Lunch Saliency via Attention in Atari Agents, section 6.2), the long
+evaluation mode and the saliency video."""
+
 import csv
 import subprocess
 import sys
@@ -6,12 +8,15 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
-
 from conftest import REPO, describe, load_module, script_env
 
+from attention_utils.ale import AlePool, RenderedAtari
+
 SCRIPT = REPO / "ppo_atari_fls.py"
-TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1", "--eval-episodes", "1",
-        "--eval-freq", "32", "--save-freq", "32", "--torch-threads", "1", "--env-threads", "1", "--total-timesteps", "32"]
+TINY = (
+    "--num-envs 2 --num-steps 16 --num-minibatches 2 --update-epochs 1 "
+    "--eval-episodes 1 --eval-freq 32 --save-freq 32 --torch-threads 1 --env-threads 1 --total-timesteps 32"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +25,14 @@ def fls():
 
 
 def run_fls(args, cwd, timeout=600):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        cwd=cwd,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def ram_score(ale):
@@ -48,11 +59,11 @@ def tracking_action(ale):
     return 0
 
 
-def play_from_score(fls, game, start_score, max_steps=6000):
+def play_from_score(game, start_score, max_steps=6000):
     """Reset `game`, write `start_score` into the emulator's score, play the tracking policy for one game;
     returns the per-step rewards and the score left in RAM. The written score itself comes back as
     reward on the next frame (the emulator scores the jump), like any other score change."""
-    env = fls.RenderedAtari(game, seed=0)
+    env = RenderedAtari(game, seed=0)
     env.reset()
     write_ram_score(env.ale, start_score)
     rewards, done = [], False
@@ -62,8 +73,8 @@ def play_from_score(fls, game, start_score, max_steps=6000):
     return np.array(rewards), ram_score(env.ale)
 
 
-def test_breakout_infinite_score_passes_864_without_negative_rewards(fls):
-    rewards, score_in_ram = play_from_score(fls, "BreakoutInfinite", 850)
+def test_breakout_infinite_score_passes_864_without_negative_rewards():
+    rewards, score_in_ram = play_from_score("BreakoutInfinite", 850)
     total = rewards.sum()
     assert total > 864, f"the scripted player should have scored past 864 (total {total})"
     assert (rewards >= 0).all(), f"negative rewards: {rewards[rewards < 0]}"
@@ -72,17 +83,17 @@ def test_breakout_infinite_score_passes_864_without_negative_rewards(fls):
     assert (total - score_in_ram) % 432 == 0 and total - score_in_ram >= 432
 
 
-def test_plain_breakout_keeps_its_score(fls):
+def test_plain_breakout_keeps_its_score():
     """Control: without the rule, the emulator's score runs past 864 and is never written back."""
-    rewards, score_in_ram = play_from_score(fls, "Breakout", 850)
+    rewards, score_in_ram = play_from_score("Breakout", 850)
     assert (rewards >= 0).all()
     assert score_in_ram == rewards.sum() > 864
 
 
-def test_ale_pool_follows_envpool_protocol(fls):
+def test_ale_pool_follows_envpool_protocol():
     """Training protocol of the ale-py pool: a life loss ends the episode (not the game), rewards are
     clipped (info keeps them unclipped), and the step after an end is a reset step with no reward."""
-    pool = fls.AlePool("BreakoutInfinite", 2, seed=3, training=True)
+    pool = AlePool("BreakoutInfinite", 2, seed=3, training=True)
     obs, _ = pool.reset()
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
     rng = np.random.default_rng(0)
@@ -141,7 +152,7 @@ def test_breakout_infinite_trains_and_evaluates(infinite_run):
     assert [r[0] for r in rows[1:]] == ["32"] and float(rows[1][1]) >= 0
 
 
-def test_capture_video_draws_the_saliency(infinite_run, fls):
+def test_capture_video_draws_the_saliency(infinite_run):
     """The video frames are Figure 4's two panels: the RGB frame (210 rows) over the 84x84 input scaled to
     160x160, the saliency drawn in green on the lower one."""
     _, run_dir = infinite_run
