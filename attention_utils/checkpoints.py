@@ -67,7 +67,10 @@ def load_agent(path: str, device: str = "cpu") -> LoadedAgent:
         sys.exit(f"error: {path} is not a checkpoint written by a training script ({type(error).__name__})")
     if not isinstance(checkpoint, dict) or not {"model", "args", "script"} <= set(checkpoint):
         sys.exit(f"error: {path} is not a checkpoint written by a training script (needs model, args and script)")
-    script = import_script(checkpoint["script"])
+    script_name = checkpoint["script"]
+    if script_name == "ppo_atari_topdown.py" and checkpoint["args"].get("arch") in ("adaptive", "spatiotemporal"):
+        script_name = "ppo_atari_temporal.py"  # the thesis's agents, written when ppo_atari_topdown.py still held them
+    script = import_script(script_name)
     fields = {f.name for f in dataclasses.fields(script.Args)}
     args = script.Args(**{k: v for k, v in checkpoint["args"].items() if k in fields})
     game = script.parse_game(args.env_id)

@@ -34,6 +34,73 @@ WITHOUT_PACKAGE = (
     "runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 
+# The recurrent main block is the feed-forward one with these lines removed and these added, nothing else (indentation
+# stripped): a change to one block that is not mirrored in the other fails the test.
+FEEDFORWARD_ONLY_LINES = [
+    "action, logprob, _, value = get_action_and_value(next_obs[rows])",
+    "next_value = get_value(next_obs).reshape(1, -1)",
+    "b_inds = np.arange(args.batch_size)",
+    "np.random.shuffle(b_inds)",
+    "for start in range(0, args.batch_size, args.minibatch_size):",
+    "end = start + args.minibatch_size",
+    "mb_inds = torch.from_numpy(b_inds[start:end]).to(device)",
+    "_, newlogprob, entropy, newvalue = get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])",
+    "loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef",
+]
+RECURRENT_ONLY_LINES = [
+    "prev_actions_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)",
+    "prev_rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)",
+    '# recurrent inputs of the next step: the agent\'s state (env dimension first), previous action ("none" = num_actions)',
+    "# and previous clipped reward",
+    "next_state = agent.initial_state(args.num_envs, device)",
+    "next_prev_action = torch.full((args.num_envs,), num_actions, dtype=torch.long, device=device)",
+    "next_prev_reward = torch.zeros(args.num_envs, device=device)",
+    "initial_state = tuple(s.clone() for s in next_state)  # the update replays each env's sequence from here",
+    "prev_actions_buf[step, rows] = next_prev_action[rows]",
+    "prev_rewards_buf[step, rows] = next_prev_reward[rows]",
+    "",
+    "state = tuple(s[rows] for s in next_state)",
+    "action, logprob, _, value, state = get_action_and_value(",
+    "next_obs[rows], state, next_prev_action[rows], next_prev_reward[rows], next_done[rows]",
+    ")",
+    "for s, new in zip(next_state, state):  # zeros after an episode's last observation",
+    "s[rows] = new",
+    "next_prev_action[rows] = torch.where(next_done[rows].bool(), num_actions, action)",
+    "dones_buf[sent_step[g - 1]],",
+    "next_prev_reward,",
+    "dones_buf[sent_step[g]],",
+    "next_prev_reward,",
+    "next_value = get_value(next_obs, next_state, next_prev_action, next_prev_reward, next_done).reshape(1, -1)",
+    "b_prev_actions = prev_actions_buf.reshape(-1)",
+    "b_prev_rewards = prev_rewards_buf.reshape(-1)",
+    "b_dones = dones_buf.reshape(-1)",
+    "# minibatches of whole environments: each env's sequence is replayed from the rollout's initial state",
+    "envs_per_batch = args.num_envs // args.num_minibatches",
+    "env_inds = np.arange(args.num_envs)",
+    "flat_inds = np.arange(args.batch_size).reshape(args.num_steps, args.num_envs)",
+    "np.random.shuffle(env_inds)",
+    "for start in range(0, args.num_envs, envs_per_batch):",
+    "mb_envs = env_inds[start : start + envs_per_batch]",
+    "mb_inds = torch.from_numpy(flat_inds[:, mb_envs].ravel()).to(device)  # (T * n,) time-major",
+    "mb_state = tuple(s[torch.from_numpy(mb_envs).to(device)] for s in initial_state)",
+    "_, newlogprob, entropy, newvalue, _ = get_action_and_value(",
+    "b_obs[mb_inds],",
+    "mb_state,",
+    "b_prev_actions[mb_inds],",
+    "b_prev_rewards[mb_inds],",
+    "b_dones[mb_inds],",
+    "b_actions[mb_inds],",
+    ")",
+    "if epoch == 0 and start == 0:  # before any gradient step the replay must reproduce the rollout exactly",
+    "replay_logprob_error = logratio.abs().max().item()",
+    "replay_value_error = (newvalue.view(-1) - b_values[mb_inds]).abs().max().item()",
+    "loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + agent.auxiliary_loss()",
+    'writer.add_scalar("debug/replay_logprob_error", replay_logprob_error, global_step)',
+    'writer.add_scalar("debug/replay_value_error", replay_value_error, global_step)',
+    "for tag, value in agent.logged_scalars().items():",
+    "writer.add_scalar(tag, value, global_step)",
+]
+
 
 def test_all_scripts_are_known():
     """A new script must be placed in FEEDFORWARD or be recurrent on purpose."""
@@ -137,6 +204,12 @@ def test_scripts_share_their_machinery_word_for_word(script):
 def test_recurrent_scripts_share_their_main_block_word_for_word():
     diff = list(difflib.unified_diff(main_block(RECURRENT[0]), main_block(RECURRENT[1]), lineterm="", n=0))
     assert not diff, "\n".join(diff)
+
+
+def test_recurrent_main_block_differs_from_the_feedforward_one_only_by_its_recurrent_lines():
+    diff = list(difflib.ndiff(main_block(FEEDFORWARD[0]), main_block(RECURRENT[0])))
+    assert [line[2:].strip() for line in diff if line.startswith("- ")] == FEEDFORWARD_ONLY_LINES
+    assert [line[2:].strip() for line in diff if line.startswith("+ ")] == RECURRENT_ONLY_LINES
 
 
 def test_ruff_check_and_format():
