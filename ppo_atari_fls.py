@@ -150,7 +150,9 @@ def parse_game(env_id: str) -> str:
     """`Pong`, `Pong-v5`, `PongNoFrameskip-v4`, `ALE/Pong-v5` -> `Pong`; `BreakoutInfinite` is Breakout with endless
     walls (Free-Lunch Saliency, section 6.2). An unknown game exits with one line naming the closest valid ones."""
     game = re.sub(r"(NoFrameskip-v[04]|-v[045])$", "", env_id.removeprefix("ALE/"))
-    if game != "BreakoutInfinite" and f"{game}-v5" not in envpool.list_all_envs():
+    if game == "BreakoutInfinite":  # it runs on ale-py (attention_utils.ale): a missing package is reported now
+        import_optional("ale", "BreakoutInfinite")
+    elif f"{game}-v5" not in envpool.list_all_envs():
         sys.exit(import_optional("runs", f"unknown game '{env_id}': suggesting valid names").unknown_game(env_id))
     return game
 
