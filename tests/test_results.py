@@ -293,13 +293,22 @@ def test_runs_of_no_known_script_are_skipped_with_a_note(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("query_mode, arch, span, expected", [
-    ("topdown", None, None, "topdown"), ("fixed", None, None, "fixed"), ("l2norm", None, None, "l2norm"),  # before `arch` existed
-    ("topdown", "mott", False, "topdown"), ("fixed", "mott", False, "fixed"), ("l2norm", "mott", False, "l2norm"),
-    ("topdown", "adaptive", False, "adaptive"), ("topdown", "adaptive", True, "adaptive_span"),
-    ("topdown", "spatiotemporal", False, "spatiotemporal"), ("l2norm", "spatiotemporal", False, "spatiotemporal_l2norm"),
-    ("fixed", "spatiotemporal", True, "spatiotemporal_fixed_span"),
-])
+@pytest.mark.parametrize(
+    "query_mode, arch, span, expected",
+    [
+        ("topdown", None, None, "topdown"),
+        ("fixed", None, None, "fixed"),
+        ("l2norm", None, None, "l2norm"),  # before `arch` existed
+        ("topdown", "mott", False, "topdown"),
+        ("fixed", "mott", False, "fixed"),
+        ("l2norm", "mott", False, "l2norm"),
+        ("topdown", "adaptive", False, "adaptive"),
+        ("topdown", "adaptive", True, "adaptive_span"),
+        ("topdown", "spatiotemporal", False, "spatiotemporal"),
+        ("l2norm", "spatiotemporal", False, "spatiotemporal_l2norm"),
+        ("fixed", "spatiotemporal", True, "spatiotemporal_fixed_span"),
+    ],
+)
 def test_variant_name_of_topdown_runs(query_mode, arch, span, expected):
     config = {"exp_name": "ppo_atari_topdown", "query_mode": query_mode, **({} if arch is None else {"arch": arch})}
     if span is not None:
@@ -307,10 +316,16 @@ def test_variant_name_of_topdown_runs(query_mode, arch, span, expected):
     assert results.variant_name(config) == expected
 
 
-@pytest.mark.parametrize("script, flags", [("ppo_atari_topdown", []), ("ppo_atari_topdown", ["--query-mode", "fixed"]),
-                                           ("ppo_atari_temporal", ["--arch", "adaptive"]),
-                                           ("ppo_atari_temporal", ["--arch", "adaptive", "--adaptive-span"]),
-                                           ("ppo_atari_temporal", ["--arch", "spatiotemporal", "--query-mode", "l2norm", "--adaptive-span"])])
+@pytest.mark.parametrize(
+    "script, flags",
+    [
+        ("ppo_atari_topdown", []),
+        ("ppo_atari_topdown", ["--query-mode", "fixed"]),
+        ("ppo_atari_temporal", ["--arch", "adaptive"]),
+        ("ppo_atari_temporal", ["--arch", "adaptive", "--adaptive-span"]),
+        ("ppo_atari_temporal", ["--arch", "spatiotemporal", "--query-mode", "l2norm", "--adaptive-span"]),
+    ],
+)
 def test_variant_name_of_topdown_runs_matches_the_script(script, flags):
     """results names a run as the script (the top-down one, or the thesis's temporal one split out of it) names its
     run folder, from the args.json the script writes."""
@@ -341,8 +356,11 @@ def test_topdown_run_folder_is_named_by_query_mode_and_arch(tmp_path):
     """`query_mode` in the args marks the top-down script, whose `arch` is not an FLS architecture."""
     folder = tmp_path / "Pong__ppo_atari_topdown__spatiotemporal_fixed__2__1"
     folder.mkdir()
-    (folder / "args.json").write_text(json.dumps({"exp_name": "ppo_atari_topdown", "seed": 2, "env_id": "Pong",
-                                                  "query_mode": "fixed", "arch": "spatiotemporal"}))
+    (folder / "args.json").write_text(
+        json.dumps(
+            {"exp_name": "ppo_atari_topdown", "seed": 2, "env_id": "Pong", "query_mode": "fixed", "arch": "spatiotemporal"}
+        )
+    )
     (folder / "evals.csv").write_text("global_step,mean_return,std_return,episode_returns\n1000,-20.0,0.0,-20\n")
     run = results.read_run_dir(folder)
     assert (run.game, run.variant, run.seed, run.scores.tolist()) == ("Pong", "spatiotemporal_fixed", 2, [-20.0])

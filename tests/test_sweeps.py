@@ -1,5 +1,6 @@
 """Every sweeps/*.yaml: the program exists, its parameters are fields of the program's Args, and the
 command lines the wandb agent builds from it parse with tyro."""
+
 import dataclasses
 import itertools
 import math
@@ -7,7 +8,6 @@ import math
 import pytest
 import tyro
 import yaml
-
 from conftest import REPO, VARIANTS, load_module
 
 SWEEP_FILES = sorted([*REPO.glob("sweeps/*.yaml"), *REPO.glob("sweeps/*.yml")])
@@ -164,7 +164,15 @@ def test_selfattn_grid_is_56_games_5_variants_5_seeds():
     assert config["command"] == ["${env}", "python", "${program}", "${args_no_boolean_flags}"]
     # what the agent runs for one grid point
     command = agent_command(config, {"env-id": "Pong", "self-attn": "CWCA", "seed": 42, "track": True})
-    assert command == ["/usr/bin/env", "python", "ppo_atari_selfattn.py", "--env-id=Pong", "--self-attn=CWCA", "--seed=42", "--track"]
+    assert command == [
+        "/usr/bin/env",
+        "python",
+        "ppo_atari_selfattn.py",
+        "--env-id=Pong",
+        "--self-attn=CWCA",
+        "--seed=42",
+        "--track",
+    ]
 
 
 def test_selfattn_smoke_grid():
@@ -188,13 +196,24 @@ def test_topdown_grid_is_57_games_3_query_modes_3_seeds():
     assert parameter_values(params["query-mode"]) == ["topdown", "fixed", "l2norm"]
     assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 57 * 3 * 3
     command = agent_command(config, {"env-id": "Seaquest", "query-mode": "fixed", "seed": 2, "track": True})
-    assert command == ["/usr/bin/env", "python", "ppo_atari_topdown.py", "--env-id=Seaquest", "--query-mode=fixed", "--seed=2", "--track"]
+    assert command == [
+        "/usr/bin/env",
+        "python",
+        "ppo_atari_topdown.py",
+        "--env-id=Seaquest",
+        "--query-mode=fixed",
+        "--seed=2",
+        "--track",
+    ]
 
 
-@pytest.mark.parametrize("sweep, program, archs", [
-    ("thesis_timesformer.yaml", "ppo_atari_timesformer.py", None),
-    ("thesis.yaml", "ppo_atari_temporal.py", ["adaptive", "spatiotemporal"]),
-])
+@pytest.mark.parametrize(
+    "sweep, program, archs",
+    [
+        ("thesis_timesformer.yaml", "ppo_atari_timesformer.py", None),
+        ("thesis.yaml", "ppo_atari_temporal.py", ["adaptive", "spatiotemporal"]),
+    ],
+)
 def test_thesis_grids_are_4_games_by_archs_by_3_seeds(sweep, program, archs):
     """The thesis' games x seeds 1-3, and for the temporal script x its two --arch agents (a wandb grid runs
     one program, so the TimeSformer has a file of its own; the Mott et al. agent is in sweeps/topdown.yaml)."""
