@@ -44,6 +44,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
 import sys
 import types
@@ -52,7 +53,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -61,8 +62,15 @@ from attention_utils.atari_scores import SOURCE as REFERENCE_SOURCE
 from attention_utils.game_axes import AXIS_CLASSES, OTHER_KINDS
 
 EMA_WEIGHT = 0.98
-KNOWN_VARIANT_ORDER = ("NA", "SWA", "CWRA", "CWCA", "CWRCA")  # the paper's column order; other variants follow by name
+# the self-attention paper's column order, then the FLS paper's Table 3 row order; other variants follow by name
+KNOWN_VARIANT_ORDER = (
+    "NA", "SWA", "CWRA", "CWCA", "CWRCA",
+    "nature", "daqn", "rsppo", "rsppo_nopad", "sparse_fls", "sparse_fls_pool", "sparse_fls_norm", "sparse_fls_1x1",
+    "sparse_fls_sp2", "sparse_fls_norelu", "sparse_fls_norelu_pool", "sparse_fls_h1", "sparse_fls_x3", "dense_fls",
+    "dense_fls_norelu",
+)  # fmt: skip
 METRIC_NAMES = ("IQM", "Median", "Mean", "Optimality gap")
+EFFICIENCY_METRICS = ("IQM", "Median", "Mean")  # the aggregates a sample-efficiency curve can show
 EVALS_FILE, ARGS_FILE = "evals.csv", "args.json"
 
 
@@ -220,6 +228,11 @@ def run_from_config(config: dict, steps, scores, source: str) -> Run:
     missing = [key for key in ("env_id", "seed") if config.get(key) is None]
     if missing:
         raise ResultsError(f"{source}: no {', '.join(missing)} in the run's args")
+    if not isinstance(config["env_id"], str) or isinstance(config["seed"], bool) or not isinstance(config["seed"], int):
+        raise ResultsError(
+            f"{source}: env_id {config['env_id']!r} / seed {config['seed']!r} in the run's args; "
+            f"env_id is a game name (a string), seed a whole number"
+        )
     try:
         variant = variant_name(config)
     except ResultsError as e:
@@ -237,42 +250,172 @@ def run_from_config(config: dict, steps, scores, source: str) -> Run:
     )
 
 
-def find_run_dirs(paths) -> list[Path]:
-    """Run folders (holding args.json and evals.csv) at or under each path. Raises ResultsError for a path that does
-    not exist, for folders with args.json but no evals.csv, and when none is found."""
+EVAL_ONLY_GLOB = "eval_only_*.csv"  # --eval-only results (attention_utils.evaluations), beside the checkpoint
+
+
+def check_runs_paths(paths) -> None:
+    """Each --runs path must be an existing folder; ResultsError naming the first that is not."""
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ResultsError(f"--runs {path}: no such folder; give run folders or folders holding them")
+        if not path.is_dir():
+            raise ResultsError(
+                f"--runs {path}: a file, not a folder; give the run folder that holds it (args.json + {EVALS_FILE}) "
+                f"or a folder holding run folders"
+            )
+
+
+def find_run_dirs(paths, eval_only_allowed: bool = False) -> list[Path]:
+    """Run folders (holding args.json and evals.csv) at or under each path. Raises ResultsError for a path that is not
+    a folder, for an args.json or evals.csv that is a folder, for folders with args.json but no evals.csv, and when
+    none is found. `eval_only_allowed`: a folder with args.json and --eval-only results but no evals.csv (checkpoints
+    copied out of their run to be evaluated) is no error and no run folder, and finding none is no error either."""
+    check_runs_paths(paths)
     run_dirs, without_evals = set(), set()
     for path in map(Path, paths):
-        if not path.is_dir():
-            raise ResultsError(f"--runs {path}: not a folder")
-        for args_path in [path / ARGS_FILE] if (path / ARGS_FILE).is_file() else sorted(path.rglob(ARGS_FILE)):
-            (run_dirs if (args_path.parent / EVALS_FILE).is_file() else without_evals).add(args_path.parent)
+        for args_path in [path / ARGS_FILE] if (path / ARGS_FILE).exists() else sorted(path.rglob(ARGS_FILE)):
+            folder = args_path.parent
+            for name in (ARGS_FILE, EVALS_FILE):
+                if (folder / name).exists() and not (folder / name).is_file():
+                    raise ResultsError(f"{folder / name} is a folder, not a file; a run folder holds {name} as a file")
+            if (folder / EVALS_FILE).is_file():
+                run_dirs.add(folder)
+            elif not (eval_only_allowed and any(folder.glob(EVAL_ONLY_GLOB))):
+                without_evals.add(folder)
     if without_evals:
         listed = ", ".join(map(str, sorted(without_evals)[:3])) + (" ..." if len(without_evals) > 3 else "")
-        raise ResultsError(f"{len(without_evals)} run folder(s) with args.json but no {EVALS_FILE}: {listed}")
-    if not run_dirs and paths:
-        raise ResultsError(f"no run folders (args.json + {EVALS_FILE}) in {', '.join(map(str, paths))}")
+        raise ResultsError(
+            f"{len(without_evals)} run folder(s) with args.json but no {EVALS_FILE}: {listed}; "
+            f"a run folder holds both, as the training scripts write them"
+        )
+    if not run_dirs and paths and not eval_only_allowed:
+        raise ResultsError(
+            f"no run folders (args.json + {EVALS_FILE}) in {', '.join(map(str, paths))}; "
+            f"give the folders the training scripts write (runs/ or a run folder)"
+        )
     return sorted(run_dirs)
 
 
-def read_run_dir(run_dir) -> Run:
-    """A Run from a run folder's args.json and evals.csv (other CSV files in the folder are not read)."""
-    run_dir = Path(run_dir)
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
+
+
+def read_args_json(path) -> dict:
+    """A run's settings from its args.json. ResultsError for a file that cannot be read, is not JSON (naming the line
+    and column) or is not one JSON object."""
+    path = Path(path)
     try:
-        config = json.loads((run_dir / ARGS_FILE).read_text())
-        with open(run_dir / EVALS_FILE, newline="") as f:
-            rows = list(csv.DictReader(f))
-        steps = [int(row["global_step"]) for row in rows]
-        scores = [float(row["mean_return"]) for row in rows]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ResultsError(f"{run_dir}: cannot read {ARGS_FILE} / {EVALS_FILE} ({type(e).__name__}: {e})") from None
-    return run_from_config(config, steps, scores, str(run_dir))
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ResultsError(
+            f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg}); args.json holds the run's settings as "
+            f"one JSON object, as the training scripts write it"
+        ) from None
+    if not isinstance(config, dict):
+        raise ResultsError(
+            f"{path} line 1: {_JSON_TYPES.get(type(config), type(config).__name__)}, not an object; args.json holds "
+            f"the run's settings as one JSON object"
+        )
+    return config
 
 
-def read_run_dirs(paths) -> list[Run]:
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("negative")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("less than 1")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value
+
+
+PARSER_NAMES = {
+    _non_negative_int: "a whole number >= 0",
+    _positive_int: "a whole number >= 1",
+    _finite_float: "a finite number",
+}
+
+
+def read_csv_columns(path, parsers: dict, header_text: str) -> dict[str, list]:
+    """{column: parsed values} of the columns named in `parsers` ({column: _non_negative_int, _positive_int or
+    _finite_float}) of a CSV file with a header row; other columns are not read, blank lines are skipped.
+    ResultsError naming the file and the line of the first problem: an empty file, a header without a needed column,
+    a row too short for it, a value that does not parse. `header_text`: the header its writer writes (for messages)."""
+    path = Path(path)
+    values = {column: [] for column in parsers}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise ResultsError(f"{path} line 1: empty file; expected the header {header_text}")
+            missing = [column for column in parsers if column not in header]
+            if missing:
+                raise ResultsError(
+                    f"{path} line 1: header {','.join(header)!r} has no {', '.join(missing)} column; "
+                    f"expected the header {header_text}"
+                )
+            indices = {column: header.index(column) for column in parsers}
+            for row in reader:
+                if not row:
+                    continue
+                for column, parse in parsers.items():
+                    if indices[column] >= len(row):
+                        raise ResultsError(
+                            f"{path} line {reader.line_num}: {len(row)} field(s), no {column}; every row has the "
+                            f"header's fields ({header_text})"
+                        )
+                    try:
+                        values[column].append(parse(row[indices[column]].strip()))
+                    except ValueError:
+                        raise ResultsError(
+                            f"{path} line {reader.line_num}: {column} {row[indices[column]]!r} is not {PARSER_NAMES[parse]}"
+                        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
+    except csv.Error as e:  # e.g. a NUL byte (a file cut off while it was written)
+        raise ResultsError(f"{path} line {reader.line_num}: not CSV ({e})") from None
+    return values
+
+
+EVALS_HEADER = "global_step,mean_return,std_return,episode_returns"
+
+
+def read_run_dir(run_dir) -> Run:
+    """A Run from a run folder's args.json and evals.csv (other CSV files in the folder are not read). ResultsError
+    naming the file and line of a malformed one."""
+    run_dir = Path(run_dir)
+    config = read_args_json(run_dir / ARGS_FILE)
+    columns = read_csv_columns(
+        run_dir / EVALS_FILE, {"global_step": _non_negative_int, "mean_return": _finite_float}, EVALS_HEADER
+    )
+    return run_from_config(config, columns["global_step"], columns["mean_return"], str(run_dir))
+
+
+def read_run_dirs(paths, eval_only_allowed: bool = False) -> list[Run]:
     """The Runs of the run folders at or under each path (find_run_dirs); runs of no known training script are
     skipped with a note."""
+    return read_known_runs(find_run_dirs(paths, eval_only_allowed))
+
+
+def read_known_runs(run_dirs) -> list[Run]:
+    """The Runs of these run folders; runs of no known training script are skipped with a note."""
     runs = []
-    for run_dir in find_run_dirs(paths):
+    for run_dir in run_dirs:
         try:
             runs.append(read_run_dir(run_dir))
         except UnknownScriptError as e:
@@ -497,10 +640,10 @@ def write_per_game_csv(summary, variants, path) -> None:
 # aggregates (rliable)
 
 
-def normalised_score_matrices(runs: list[Run], variants) -> tuple[dict[str, np.ndarray], list[str]]:
-    """({variant: human-normalised scores, shape (num_runs, num_games)}, games) for rliable. Games without reference
-    scores or without runs of every variant are left out; each variant keeps its n lowest seeds on every game, n its
-    smallest seed count. Prints a note for everything left out."""
+def aggregate_selection(runs: list[Run], variants) -> tuple[dict[str, list[list[Run]]], list[str]]:
+    """({variant: for each game, the runs the aggregates use}, games) for rliable, which needs the same number of runs
+    on every game for a variant. Games without reference scores or without runs of every variant are left out; each
+    variant keeps its n lowest seeds on every game, n its smallest seed count. Prints a note for everything left out."""
     groups = group_runs(runs)
     games = sorted({run.game for run in runs})
     no_reference = [game for game in games if game not in RANDOM_HUMAN_SCORES]
@@ -510,7 +653,7 @@ def normalised_score_matrices(runs: list[Run], variants) -> tuple[dict[str, np.n
     if incomplete:
         print(f"note: not every variant has runs on {', '.join(incomplete)}; left out of the normalised aggregates")
     games = [game for game in games if game not in no_reference and game not in incomplete]
-    matrices = {}
+    selection = {}
     for variant in variants if games else []:
         num_runs = min(len(groups[game, variant]) for game in games)
         if any(len(groups[game, variant]) > num_runs for game in games):
@@ -518,10 +661,24 @@ def normalised_score_matrices(runs: list[Run], variants) -> tuple[dict[str, np.n
                 f"note: {variant} has {num_runs} seed(s) on some game; "
                 f"the aggregates use its {num_runs} lowest seed(s) on every game"
             )
-        matrices[variant] = np.array(
-            [[human_normalised_score(game, run.mean_score) for run in groups[game, variant][:num_runs]] for game in games]
+        selection[variant] = [groups[game, variant][:num_runs] for game in games]
+    return selection, games
+
+
+def score_matrices(selection: dict[str, list[list[Run]]], games) -> dict[str, np.ndarray]:
+    """{variant: human-normalised mean scores of its selected runs, shape (num_runs, num_games)}."""
+    return {
+        variant: np.array(
+            [[human_normalised_score(game, run.mean_score) for run in game_runs] for game, game_runs in zip(games, per_game)]
         ).T
-    return matrices, games
+        for variant, per_game in selection.items()
+    }
+
+
+def normalised_score_matrices(runs: list[Run], variants) -> tuple[dict[str, np.ndarray], list[str]]:
+    """({variant: human-normalised scores, shape (num_runs, num_games)}, games) for rliable (aggregate_selection)."""
+    selection, games = aggregate_selection(runs, variants)
+    return score_matrices(selection, games), games
 
 
 def aggregate_metrics(scores: np.ndarray) -> np.ndarray:
@@ -630,6 +787,78 @@ def write_aggregates_csv(points, intervals, matrices, games, path) -> None:
                 for v in (points[variant][m], intervals[variant][0][m], intervals[variant][1][m])
             ]
             writer.writerow([variant, len(games), matrices[variant].shape[0]] + values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sample efficiency: the aggregate normalised score against environment steps, over all games
+
+
+def normalised_curves(selection: dict[str, list[list[Run]]], games) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{variant: (steps, human-normalised evaluation scores of shape (num_runs, num_games, num_steps))} of the runs
+    the aggregates use (aggregate_selection). Steps: the union of the evaluation steps of the variant's runs inside
+    the range all of them cover; each run's raw (unsmoothed) scores are linearly interpolated onto them (exact where
+    the run evaluated). A variant whose runs cover no common range is left out with a note."""
+    curves = {}
+    for variant, per_game in selection.items():
+        runs = [run for game_runs in per_game for run in game_runs]
+        start, stop = max(run.steps[0] for run in runs), min(run.steps[-1] for run in runs)
+        if start > stop:
+            print(
+                f"note: {variant}'s runs share no evaluated range of steps ({start:,} > {stop:,}); no sample-efficiency curve"
+            )
+            continue
+        grid = np.unique(np.concatenate([run.steps for run in runs]))
+        grid = grid[(grid >= start) & (grid <= stop)]
+        scores = np.array(
+            [
+                [human_normalised_score(game, np.interp(grid, run.steps, run.scores)) for run in game_runs]
+                for game, game_runs in zip(games, per_game)
+            ]
+        )  # (num_games, num_runs, num_steps)
+        curves[variant] = grid, scores.transpose(1, 0, 2)  # (num_runs, num_games, num_steps), rliable's layout
+    return curves
+
+
+def per_step_aggregate(scores: np.ndarray, metric: str) -> np.ndarray:
+    """rliable's aggregate `metric` of a (num_runs, num_games, num_steps) score array at every step: (num_steps,).
+    IQM: the 25% trimmed mean over all runs and games (scipy's trim_mean, which rliable.metrics.aggregate_iqm calls);
+    Median / Mean: of the per-game means over runs (aggregate_median / aggregate_mean). Vectorised over steps, as the
+    bootstrap calls it thousands of times."""
+    if metric == "IQM":
+        from scipy import stats
+
+        return stats.trim_mean(scores.reshape(-1, scores.shape[-1]), proportiontocut=0.25, axis=0)  # (runs * games, steps)
+    game_means = scores.mean(axis=0)  # (num_games, num_steps)
+    return np.median(game_means, axis=0) if metric == "Median" else game_means.mean(axis=0)
+
+
+def sample_efficiency(curves, metric: str, reps: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{variant: (steps, aggregate `metric` at each step, (2, num_steps) 95% CI bounds)}: rliable's stratified
+    bootstrap over the runs of each game (rly.get_interval_estimates on the 3-D score array), seeded per variant."""
+    from rliable import library as rly
+
+    efficiency = {}
+    for variant, (steps, scores) in curves.items():
+        with seeded_numpy(seed):
+            point, interval = rly.get_interval_estimates(
+                {variant: scores}, functools.partial(per_step_aggregate, metric=metric), reps=reps
+            )
+        efficiency[variant] = steps, np.asarray(point[variant]), np.asarray(interval[variant])
+    return efficiency
+
+
+def write_sample_efficiency_csv(efficiency, metric: str, curves, path) -> None:
+    """sample_efficiency.csv: variant, global_step, metric, value, ci_low, ci_high, num_games, num_runs (per game)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "global_step", "metric", "value", "ci_low", "ci_high", "num_games", "num_runs"])
+        for variant, (steps, values, interval) in efficiency.items():
+            num_runs, num_games, _ = curves[variant][1].shape
+            for i, step in enumerate(steps):
+                writer.writerow(
+                    [variant, int(step), metric, repr(float(values[i])), repr(float(interval[0][i])),
+                     repr(float(interval[1][i])), num_games, num_runs]
+                )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -796,6 +1025,36 @@ def plot_performance_profiles(profiles, cis, tau_list, path) -> None:
     plt.close(fig)
 
 
+def plot_sample_efficiency(efficiency, metric: str, variants, games, path) -> None:
+    """sample_efficiency.png with rliable.plot_utils.plot_sample_efficiency_curve, one call per variant (each has its
+    own steps) on one axis."""
+    plt = _pyplot()
+    from rliable import plot_utils
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = variant_colors(variants)
+    for variant in [v for v in variants if v in efficiency]:
+        steps, values, interval = efficiency[variant]
+        plot_utils.plot_sample_efficiency_curve(
+            steps / 1e6,
+            {variant: values},
+            {variant: interval},
+            algorithms=[variant],
+            colors=colors,
+            ax=ax,
+            xlabel="environment steps (millions)",
+            ylabel=f"{metric} human-normalised score",
+            labelsize="large",
+            ticklabelsize="medium",
+            marker="",
+            linewidth=1.5,
+        )
+    ax.legend(loc="best", frameon=False)
+    ax.set_title(f"{len(games)} game(s); 95% stratified-bootstrap CIs", fontsize="medium")
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_probability_of_improvement(points, intervals, path) -> None:
     """probability_of_improvement.png with rliable.plot_utils.plot_probability_of_improvement."""
     plt = _pyplot()
@@ -815,13 +1074,19 @@ def plot_probability_of_improvement(points, intervals, path) -> None:
 
 
 def write_results(
-    runs: list[Run], out, bootstrap_reps: int = 2000, seed: int = 0, improvement_reps: Optional[int] = None
+    runs: list[Run],
+    out,
+    bootstrap_reps: int = 2000,
+    seed: int = 0,
+    improvement_reps: Optional[int] = None,
+    efficiency_metric: str = "IQM",
 ) -> list[Path]:
     """Write all tables and plots of `runs` to the folder `out`; returns the paths written. `improvement_reps`:
-    bootstrap replications of the probabilities of improvement (default: bootstrap_reps)."""
+    bootstrap replications of the probabilities of improvement (default: bootstrap_reps); `efficiency_metric`: the
+    aggregate of the sample-efficiency curve (EFFICIENCY_METRICS)."""
     runs = prepare_runs(runs)
     if not runs:
-        raise ResultsError("no run has evaluations")
+        raise ResultsError("no run has evaluations; evals.csv holds only its header until the first evaluation")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     variants = ordered_variants(run.variant for run in runs)
@@ -847,18 +1112,26 @@ def write_results(
     plot_learning_curves(runs, variants, out / "learning_curves.png")
     written.append(out / "learning_curves.png")
 
-    matrices, games = normalised_score_matrices(runs, variants)
+    selection, games = aggregate_selection(runs, variants)
     if not games:
         print(
             "note: no game with reference scores and runs of every variant; "
-            "no aggregates, profiles or probabilities of improvement"
+            "no aggregates, sample efficiency, profiles or probabilities of improvement"
         )
         return written
+    matrices = score_matrices(selection, games)
     points, intervals = aggregate_estimates(matrices, bootstrap_reps, seed)
     (out / "aggregates.md").write_text(aggregates_markdown(points, intervals, games))
     write_aggregates_csv(points, intervals, matrices, games, out / "aggregates.csv")
     plot_aggregates(points, intervals, variants, out / "aggregates.png")
     written += [out / "aggregates.md", out / "aggregates.csv", out / "aggregates.png"]
+
+    curves = normalised_curves(selection, games)
+    if curves:
+        efficiency = sample_efficiency(curves, efficiency_metric, bootstrap_reps, seed)
+        write_sample_efficiency_csv(efficiency, efficiency_metric, curves, out / "sample_efficiency.csv")
+        plot_sample_efficiency(efficiency, efficiency_metric, variants, games, out / "sample_efficiency.png")
+        written += [out / "sample_efficiency.csv", out / "sample_efficiency.png"]
 
     highest = max(float(np.max(m)) for m in matrices.values())
     tau_list = np.linspace(0.0, min(max(highest, 1.0), 8.0), 81)
@@ -913,39 +1186,110 @@ def write_results(
 
 @dataclass
 class Args:
-    """The self-attention paper's result tables and plots (per-game table, rliable aggregates, learning curves,
-    alignment of biases)."""
+    """The self-attention paper's result tables and plots (per-game table, rliable aggregates, sample efficiency,
+    learning curves, alignment of biases) from the runs' evaluations, and the Free-Lunch Saliency paper's evaluation
+    tables and episode length vs return plots from their --eval-only results."""
 
     out: Path
-    """folder for the tables and plots"""
+    """folder for the tables and plots (made if missing; outputs of an earlier call are replaced, with a note)"""
     runs: tuple[Path, ...] = ()
-    """run folders, or folders holding run folders (searched recursively for args.json + evals.csv)"""
+    """run folders, or folders holding run folders (searched recursively for args.json + evals.csv, and for the
+    eval_only_*.csv files of --eval-only)"""
     wandb_project: Optional[str] = None
     """also read the runs of this wandb project ("entity/project") through the public API"""
     bootstrap_reps: int = 2000
-    """stratified-bootstrap replications of the aggregate and performance-profile CIs"""
+    """stratified-bootstrap replications of the aggregate, sample-efficiency and performance-profile CIs"""
     improvement_reps: int = 500
     """bootstrap replications of the probability-of-improvement CIs (the slow part: pairs x games x reps Mann-Whitney
     U tests, about 7 min for 5 variants on 56 games at 500)"""
     seed: int = 0
-    """random state of the bootstrap (same seed and reps, same CIs)"""
+    """random state of the bootstrap (same seed and reps, same CIs); 0 to 2**32 - 1"""
+    efficiency_metric: Literal["IQM", "Median", "Mean"] = "IQM"
+    """the aggregate of human-normalised scores the sample-efficiency curve shows at each step (rliable's)"""
+
+
+# every file write_results and write_eval_only_results may write (and length_vs_return_<game>.png)
+OUTPUT_NAMES = (
+    "per_game.md", "per_game.csv", "alignment.md", "alignment.csv", "learning_curves.png", "aggregates.md",
+    "aggregates.csv", "aggregates.png", "sample_efficiency.csv", "sample_efficiency.png", "performance_profiles.csv",
+    "performance_profiles.png", "probability_of_improvement.csv", "probability_of_improvement.png", "eval_only.md",
+    "eval_only.csv",
+)  # fmt: skip
+
+
+def check_options(args: Args) -> None:
+    """The options that need no input read: ResultsError for the first bad one."""
+    if not args.runs and args.wandb_project is None:
+        raise ResultsError("give --runs DIR [DIR ...] and/or --wandb-project entity/project")
+    for option in ("bootstrap_reps", "improvement_reps"):
+        if getattr(args, option) < 1:
+            raise ResultsError(f"--{option.replace('_', '-')} {getattr(args, option)}: give at least 1 replication")
+    if not 0 <= args.seed < 2**32:
+        raise ResultsError(f"--seed {args.seed}: numpy's random state takes 0 to 2**32 - 1")
+    if args.efficiency_metric not in EFFICIENCY_METRICS:
+        raise ResultsError(f"--efficiency-metric {args.efficiency_metric}: give one of {', '.join(EFFICIENCY_METRICS)}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out}: a file, not a folder; give a folder for the tables and plots (made if missing)")
+    existing = next(parent for parent in [out, *out.parents] if parent.exists())
+    if not existing.is_dir():
+        raise ResultsError(f"--out {out}: {existing} is a file, so the folder cannot be made; give a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ResultsError(f"--out {out}: {existing} is not writable; give a folder you can write to")
+    check_runs_paths(args.runs)
+
+
+def note_replaced_outputs(out) -> None:
+    """A note naming the outputs of an earlier call in `out` (those this call writes are replaced)."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    earlier = sorted(path.name for path in out.iterdir() if path.name in OUTPUT_NAMES or path.match("length_vs_return_*.png"))
+    if earlier:
+        listed = ", ".join(earlier[:4]) + (" ..." if len(earlier) > 4 else "")
+        print(
+            f"note: {out} already holds {len(earlier)} result file(s) ({listed}); those written now replace them, "
+            f"the others stay as they are"
+        )
 
 
 def main(args: Args) -> list[Path]:
-    """Read the runs, check them, write the outputs; bad input exits with one `error: ...` line."""
+    """Check the options, read and check every input, then write the outputs; bad input exits with one
+    `error: ...` line before anything is written."""
+    from attention_utils import evaluations as eval_only
+
     try:
-        if not args.runs and args.wandb_project is None:
-            raise ResultsError("give --runs DIR [DIR ...] and/or --wandb-project entity/project")
-        if args.bootstrap_reps < 1 or args.improvement_reps < 1:
-            raise ResultsError("--bootstrap-reps and --improvement-reps must be at least 1")
-        runs = read_run_dirs(args.runs)
+        check_options(args)
+        run_dirs = find_run_dirs(args.runs, eval_only_allowed=True)
+        eval_only_files = eval_only.find_eval_only_files(args.runs)
+        if args.runs and not run_dirs and not eval_only_files:
+            raise ResultsError(
+                f"no run folders (args.json + {EVALS_FILE}) and no eval_only_*.csv in {', '.join(map(str, args.runs))}; "
+                f"give the folders the training scripts write (runs/ or a run folder)"
+            )
+        runs = read_known_runs(run_dirs)
+        evaluations = []
+        for path in eval_only_files:
+            try:
+                evaluations.append(eval_only.read_eval_only(path))
+            except UnknownScriptError as e:
+                print(f"note: {e}; skipped")
         if args.wandb_project is not None:
             runs += wandb_runs(args.wandb_project)
-            if not runs:
+            if not runs and not evaluations:
                 raise ResultsError(f"no runs with evaluations in wandb project {args.wandb_project}")
-        if not runs:
+        if not runs and not evaluations:
             raise ResultsError("no run of a known training script (ppo_atari_*.py) in --runs")
-        written = write_results(runs, args.out, args.bootstrap_reps, args.seed, args.improvement_reps)
+        note_replaced_outputs(args.out)
+        written = []
+        if any(len(run.scores) for run in runs) or not evaluations:
+            written += write_results(
+                runs, args.out, args.bootstrap_reps, args.seed, args.improvement_reps, args.efficiency_metric
+            )
+        elif runs:
+            print(f"note: no run has evaluations in its {EVALS_FILE} yet; only the --eval-only tables are written")
+        if evaluations:
+            written += eval_only.write_eval_only_results(evaluations, args.out)
     except ResultsError as e:
         sys.exit(f"error: {e}")
     print("wrote " + ", ".join(str(path) for path in written))

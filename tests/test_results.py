@@ -103,8 +103,8 @@ def synthetic_runs(tmp_path):
                 if (game, variant, seed) == ("Pong", "NA", 1):
                     # evaluations a resumed run superseded, and an --eval-only result: never part of the curve
                     (folder / "evals.superseded.csv").write_text("5000,99999.0,0.0,99999\n")
-                    (folder / "eval_only_BreakoutInfinite_step_000004000_8ep.csv").write_text(
-                        "global_step,mean_return,std_return,episode_returns\n4000,88888.0,0.0,88888\n"
+                    (folder / "eval_only_BreakoutInfinite_step_000004000_1ep.csv").write_text(
+                        "episode,env,return,length\n0,0,88888,1000\n"
                     )
                 if (game, variant) == ("BreakoutInfinite", "NA"):
                     direct = folder
@@ -385,8 +385,11 @@ def test_missing_evals_and_empty_folders_are_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(results.ResultsError, match="no run folders"):
         results.find_run_dirs([tmp_path / "empty"])
-    with pytest.raises(results.ResultsError, match="not a folder"):
+    with pytest.raises(results.ResultsError, match="nowhere: no such folder"):
         results.find_run_dirs([tmp_path / "nowhere"])
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(results.ResultsError, match="a_file: a file, not a folder"):
+        results.find_run_dirs([tmp_path / "a_file"])
 
 
 def test_duplicates_kept_once_and_colliding_variants_renamed(tmp_path, capsys):
@@ -656,6 +659,11 @@ def run_cli(*args, pythonpath_first=()):
 
 
 OUTPUTS = [
+    "sample_efficiency.csv",
+    "sample_efficiency.png",
+    "eval_only.md",
+    "eval_only.csv",
+    "length_vs_return_BreakoutInfinite.png",
     "per_game.md",
     "per_game.csv",
     "aggregates.md",
@@ -676,7 +684,13 @@ def test_cli_writes_every_table_and_plot(synthetic_runs, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    for name in ["aggregates.png", "performance_profiles.png", "probability_of_improvement.png", "learning_curves.png"]:
+    for name in [
+        "aggregates.png",
+        "performance_profiles.png",
+        "probability_of_improvement.png",
+        "learning_curves.png",
+        "sample_efficiency.png",
+    ]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "BreakoutInfinite" in proc.stdout  # no reference scores: noted
 
@@ -718,6 +732,19 @@ def test_cli_writes_every_table_and_plot(synthetic_runs, tmp_path):
         assert float(row["optimality_gap"]) == pytest.approx(1 - sum(min(v, 1) for v in values) / 15)
         assert float(row["iqm_ci_low"]) <= float(row["iqm"]) <= float(row["iqm_ci_high"])
     assert "IQM" in (out / "aggregates.md").read_text() and "DQN Zoo" in (out / "aggregates.md").read_text()
+
+    # sample efficiency: at every step each run scores its mean + (-3, -1, 1, 3); IQM over the 15 run x game values
+    efficiency = read_csv(out / "sample_efficiency.csv")
+    assert [int(row["global_step"]) for row in efficiency if row["variant"] == "NA"] == STEPS
+    for row in efficiency:
+        offset = [-3, -1, 1, 3][STEPS.index(int(row["global_step"]))]
+        values = sorted(hand_normalised(game, m + offset) for game in games for m in RUN_MEANS[game][row["variant"]])
+        assert row["metric"] == "IQM" and (row["num_games"], row["num_runs"]) == ("5", "3")
+        assert float(row["value"]) == pytest.approx(sum(values[3:12]) / 9)
+        assert float(row["ci_low"]) <= float(row["value"]) <= float(row["ci_high"])
+    # the eval-only result beside a Pong run (a Pong agent played on BreakoutInfinite) has its own table
+    (only,) = read_csv(out / "eval_only.csv")
+    assert (only["variant"], only["game"], float(only["mean"]), only["num_episodes"]) == ("NA", "BreakoutInfinite", 88888, "1")
 
     (improvement,) = read_csv(out / "probability_of_improvement.csv")
     assert (improvement["x"], improvement["y"]) == ("NA", "CWCA")
@@ -798,3 +825,196 @@ def test_cli_reads_a_wandb_project_through_the_public_api(tmp_path):
     assert float(pong["NA_mean"]) == 15 and float(pong["NA_se"]) == pytest.approx(5.0)  # std 7.07 / sqrt 2
     assert float(pong["CWCA_mean"]) == 35 and pong["winner"] == "CWCA"
     assert (out / "learning_curves.png").is_file() and (out / "aggregates.csv").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sample efficiency
+
+
+def test_sample_efficiency_by_hand(tmp_path, capsys):
+    """Two games, four seeds; seed 4 evaluated at 1000 and 3000 only (interpolated at 2000). IQM per step of the
+    8 run x game values: the 25% trimmed mean drops 2 from each end; Mean: mean of the per-game means."""
+    pong = {1: [-20.7, -20.7, -20.7], 2: [14.6, 14.6, 14.6], 3: [-3.05, 0, 14.6], 4: [-20.7, 14.6]}
+    breakout = {1: [1.7, 30.5, 30.5], 2: [30.5, 30.5, 30.5], 3: [16.1, 16.1, 59.3], 4: [1.7, 30.5]}
+    runs = []
+    for seed in (1, 2, 3, 4):
+        steps = [1000, 3000] if seed == 4 else [1000, 2000, 3000]
+        runs.append(results.read_run_dir(write_run(tmp_path, "Pong", "CWCA", seed, pong[seed], steps=steps)))
+        runs.append(results.read_run_dir(write_run(tmp_path, "Breakout", "CWCA", seed, breakout[seed], steps=steps)))
+    selection, games = results.aggregate_selection(runs, ["CWCA"])
+    curves = results.normalised_curves(selection, games)
+    steps, scores = curves["CWCA"]
+    assert games == ["Breakout", "Pong"] and steps.tolist() == [1000, 2000, 3000]
+    assert scores.shape == (4, 2, 3)  # (runs, games, steps)
+    # human-normalised by hand (Pong: random -20.7, human 14.6; Breakout: 1.7, 30.5); seed 4 at 2000: halfway
+    np.testing.assert_allclose(scores[:, 1, 1], [0, 1, (20.7 / 35.3), 0.5])  # Pong, step 2000
+    np.testing.assert_allclose(scores[:, 0, 2], [1, 1, 2, 1])  # Breakout, step 3000 (59.3 - 1.7 = 2 x 28.8)
+    efficiency = results.sample_efficiency(curves, "IQM", reps=50, seed=0)
+    _, iqm, interval = efficiency["CWCA"]
+    # step 1000: values 0, 1, 0.5, 0 (Pong) and 0, 1, 0.5, 0 (Breakout) -> sorted 0 0 0 0 .5 .5 1 1 -> middle 4: 0, 0, .5, .5
+    # step 3000: Pong 0, 1, 1, 1; Breakout 1, 1, 2, 1 -> sorted 0 1 1 1 1 1 1 2 -> middle four all 1
+    assert iqm[0] == pytest.approx(0.25) and iqm[2] == pytest.approx(1.0)
+    assert np.all(interval[0] <= iqm + 1e-12) and np.all(iqm <= interval[1] + 1e-12)
+    mean = results.sample_efficiency(curves, "Mean", reps=20)["CWCA"][1]
+    assert mean[2] == pytest.approx(((0 + 1 + 1 + 1) / 4 + (1 + 1 + 2 + 1) / 4) / 2)
+    median = results.sample_efficiency(curves, "Median", reps=20)["CWCA"][1]
+    assert median[2] == pytest.approx(mean[2])  # two games: the median of two per-game means is their mean
+    again = results.sample_efficiency(curves, "IQM", reps=50, seed=0)["CWCA"][2]
+    np.testing.assert_array_equal(again, interval)  # fixed seed: same CIs
+
+
+def test_per_step_aggregate_is_rliables_at_every_step():
+    from rliable import metrics
+
+    scores = np.random.default_rng(3).normal(size=(5, 7, 6))  # (runs, games, steps)
+    for name, metric in [
+        ("IQM", metrics.aggregate_iqm),
+        ("Median", metrics.aggregate_median),
+        ("Mean", metrics.aggregate_mean),
+    ]:
+        expected = [metric(scores[..., step]) for step in range(6)]
+        np.testing.assert_allclose(results.per_step_aggregate(scores, name), expected)
+
+
+def test_sample_efficiency_cli_option_and_earlier_outputs_replaced_with_a_note(tmp_path):
+    for seed, (pong, breakout) in enumerate([([-20.7, 14.6], [1.7, 30.5]), ([14.6, 14.6], [30.5, 59.3])], start=1):
+        write_run(tmp_path / "runs", "Pong", "NA", seed, pong, steps=[1000, 2000])
+        write_run(tmp_path / "runs", "Breakout", "NA", seed, breakout, steps=[1000, 2000])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "per_game.md").write_text("an earlier table")
+    (out / "notes.txt").write_text("not a result")
+    proc = run_cli("--runs", tmp_path / "runs", "--out", out, "--bootstrap-reps", "20", "--efficiency-metric", "Mean")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = read_csv(out / "sample_efficiency.csv")
+    assert [(row["metric"], int(row["global_step"])) for row in rows] == [("Mean", 1000), ("Mean", 2000)]
+    # step 2000: Pong 1, 1; Breakout 1, 2 -> per-game means 1 and 1.5 -> 1.25
+    assert float(rows[1]["value"]) == pytest.approx(1.25)
+    assert (out / "sample_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # nothing is replaced silently; files that are no result stay
+    assert f"note: {out} already holds 1 result file(s) (per_game.md)" in proc.stdout
+    assert "an earlier table" not in (out / "per_game.md").read_text()
+    assert (out / "notes.txt").read_text() == "not a result"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad input: one line naming the problem (file and line where there is one), exit != 0, nothing written
+
+
+def bad_run(root, evals=None, args_json=None):
+    """A run folder whose evals.csv / args.json text is replaced where given."""
+    folder = write_run(root, "Pong", "NA", 1, [1, 2, 3, 4])
+    if evals is not None:
+        (folder / "evals.csv").write_text(evals)
+    if args_json is not None:
+        (folder / "args.json").write_text(args_json)
+    return folder
+
+
+def evals_is_a_folder(root):
+    folder = write_run(root, "Pong", "NA", 1, [1, 2, 3, 4])
+    (folder / "evals.csv").unlink()
+    (folder / "evals.csv").mkdir()
+    return folder
+
+
+def args_is_a_folder(root):
+    folder = write_run(root, "Pong", "NA", 1, [1, 2, 3, 4])
+    (folder / "args.json").unlink()
+    (folder / "args.json").mkdir()
+    return folder
+
+
+HEADER = "global_step,mean_return,std_return,episode_returns\n"
+BAD_RUNS = {  # case: (make the run folder, what the message says)
+    "evals_bad_number": (
+        lambda r: bad_run(r, evals=HEADER + "1000,1.0,0,1\n2000,abc,0,1\n"),
+        "evals.csv line 3: mean_return 'abc' is not a finite number",
+    ),
+    "evals_nan": (
+        lambda r: bad_run(r, evals=HEADER + "1000,nan,0,1\n"),
+        "evals.csv line 2: mean_return 'nan' is not a finite",
+    ),
+    "evals_negative_step": (
+        lambda r: bad_run(r, evals=HEADER + "-5,1.0,0,1\n"),
+        "evals.csv line 2: global_step '-5' is not a whole number >= 0",
+    ),
+    "evals_short_row": (
+        lambda r: bad_run(r, evals=HEADER + "1000,1.0,0,1\n2000\n"),
+        "evals.csv line 3: 1 field(s), no mean_return",
+    ),
+    "evals_no_column": (
+        lambda r: bad_run(r, evals="step,return\n1000,1.0\n"),
+        "evals.csv line 1: header 'step,return' has no global_step, mean_return column",
+    ),
+    "evals_empty": (lambda r: bad_run(r, evals=""), "evals.csv line 1: empty file"),
+    "evals_nul": (
+        lambda r: bad_run(r, evals=HEADER + "1000,1.0,0,1\n20\x0000\n"),  # a NUL byte: a write cut off by a crash
+        "evals.csv line 3: global_step '20\\x0000' is not a whole number",
+    ),
+    "evals_huge_field": (
+        lambda r: bad_run(r, evals=HEADER + "1000,1.0,0,1\n2000,1.0,0," + "1;" * 100_000 + "\n"),
+        "evals.csv line 3: not CSV (field larger than field limit",
+    ),
+    "evals_folder": (evals_is_a_folder, "evals.csv is a folder, not a file"),
+    "args_bad_json": (
+        lambda r: bad_run(r, args_json='{\n  "seed": 1,\n  "env_id": Pong\n}'),
+        "args.json line 3 column 13: not valid JSON",
+    ),
+    "args_list": (lambda r: bad_run(r, args_json="[1, 2]"), "args.json line 1: an array, not an object"),
+    "args_empty": (lambda r: bad_run(r, args_json=""), "args.json line 1 column 1: not valid JSON"),
+    "args_folder": (args_is_a_folder, "args.json is a folder, not a file"),
+    "args_bad_seed": (
+        lambda r: bad_run(r, args_json='{"seed": "one", "env_id": "Pong", "self_attn": "NA"}'),
+        "seed 'one' in the run's args",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_malformed_run_files_are_named_by_path_and_line(tmp_path, case):
+    make, expected = BAD_RUNS[case]
+    folder = make(tmp_path / "runs")
+    with pytest.raises(SystemExit) as error:
+        results.main(results.Args(out=tmp_path / "out", runs=(tmp_path / "runs",)))
+    message = str(error.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    assert expected in message and str(folder) in message, message
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+
+
+def test_bad_options_and_paths_are_refused_before_any_work(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "Pong", "NA", 1, [1, 2, 3, 4])
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (dict(runs=(runs,), bootstrap_reps=0), "--bootstrap-reps 0: give at least 1 replication"),
+        (dict(runs=(runs,), improvement_reps=-3), "--improvement-reps -3: give at least 1 replication"),
+        (dict(runs=(runs,), seed=-1), "--seed -1: numpy's random state takes 0 to 2**32 - 1"),
+        (dict(runs=(runs,), seed=2**32), "--seed 4294967296"),
+        (dict(runs=(runs,), efficiency_metric="Max"), "--efficiency-metric Max: give one of IQM, Median, Mean"),
+        (dict(runs=(tmp_path / "a_file",)), "a_file: a file, not a folder; give the run folder that holds it"),
+        (dict(runs=(tmp_path / "nowhere",)), "nowhere: no such folder"),
+        (dict(runs=(tmp_path / "empty",)), "no run folders (args.json + evals.csv) and no eval_only_*.csv in"),
+        (dict(runs=(runs,), out=tmp_path / "a_file"), "--out " + str(tmp_path / "a_file") + ": a file, not a folder"),
+        (dict(runs=(runs,), out=tmp_path / "a_file" / "out"), "a_file is a file, so the folder cannot be made"),
+    ]
+    for options, expected in cases:
+        options.setdefault("out", tmp_path / "out")
+        with pytest.raises(SystemExit) as error:
+            results.main(results.Args(**options))
+        message = str(error.value.code)
+        assert message.startswith("error: ") and "\n" not in message and expected in message, (options, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
+    folder = bad_run(tmp_path / "runs", evals=HEADER + "1000,1.0,0,1\n2000,12.5.1,0,1\n")
+    proc = run_cli("--runs", tmp_path / "runs", "--out", tmp_path / "out")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: {folder / 'evals.csv'} line 3: mean_return '12.5.1' is not a finite number"
+    ]
+    proc = run_cli("--runs", tmp_path / "runs", "--out", tmp_path / "out", "--seed", "-1")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
