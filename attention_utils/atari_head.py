@@ -10,8 +10,12 @@ and the dataset's `meta_data.csv` (not needed here: the game is given on the com
 The pipeline follows the agents' preprocessing: of every 4 consecutive frames the last two are kept and
 max-pooled into one 84x84 grey image, 4 such images make an observation, so an observation covers 8
 kept frames and its ground truth is the union of their fixations. The agent's 84x84 saliency is brought
-to 210x160 (bilinear), the metrics are computed per observation, averaged per trial (undefined ones
-dropped), and tabulated per model as mean +- standard deviation over trials.
+to 210x160 (bilinear) and the metrics are computed per observation (`attention_utils.metrics`): KL with
+both maps as distributions (eq. 2), the shuffled AUC against every fixation of the dataset's other frames
+(all trials' label files are read first, also with --max-trials). As Table 4: a checkpoint (a training
+seed) scores the mean over all frames where a metric is defined, a model the mean +- standard deviation
+over its seeds (`--spread trials`: per checkpoint over its trials instead). `--figure-observations` draws
+Fig. 5: a frame with each model's saliency and the human's fixations in red.
 
 A trial's observations are consecutive, so a recurrent agent (ppo_atari_topdown.py) sees them in order
 with its state carried from one to the next (`checkpoints.sequence_saliency`), starting afresh at the
@@ -35,7 +39,7 @@ import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import imageio.v3 as iio
 import numpy as np
@@ -43,7 +47,8 @@ import torch
 import torch.nn.functional as F
 import tyro
 
-from attention_utils.metrics import kl_divergence, mean_defined, nss, shuffled_auc
+from attention_utils.cli_checks import check_at_least, check_checkpoint_exists, check_output_folder, free_path
+from attention_utils.metrics import KlNormalisation, kl_divergence, mean_defined, nss, shuffled_auc
 
 SCREEN = (210, 160)  # Atari frame, rows x columns
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as cv2's RGB2GRAY
@@ -65,40 +70,71 @@ class Trial:
     """per frame, the episode id (-1 where the labels have none); None: unknown, one episode"""
 
 
+LABELS_FORMAT = "frame_id,episode_id,score,duration(ms),unclipped_reward,action,gaze_positions (gazes as x,y pairs or null)"
+
+
 def read_labels(path: Path) -> list[tuple[str, int, float, np.ndarray]]:
     """(frame_id, episode id or -1, unclipped reward or 0, (K, 2) gaze positions) per row of an Atari-HEAD
-    label file (`null` fields count as missing)."""
-    rows = []
+    label file (`null` fields count as missing). A malformed file ends the command with one line naming
+    the file and the line."""
     with open(path) as f:
-        header = f.readline()
-        if not header.startswith("frame_id"):
-            sys.exit(f"error: {path} is not an Atari-HEAD label file (its first line should start with frame_id)")
-        for line in f:
-            parts = line.strip().split(",")
-            if len(parts) < 7:
-                continue
-            values = parts[6:]
-            if values[0] == "null" or values == [""]:
-                gaze = np.zeros((0, 2), dtype=np.float32)
-            else:
+        lines = f.read().splitlines()
+    if not lines or not lines[0].strip():
+        sys.exit(f"error: {path} is empty; an Atari-HEAD label file starts with the header {LABELS_FORMAT}")
+    if not lines[0].startswith("frame_id"):
+        sys.exit(f"error: {path}, line 1: not an Atari-HEAD label file header; expected {LABELS_FORMAT}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.strip().split(",")
+
+        def bad(what):
+            sys.exit(f"error: {path}, line {number}: {what}; expected {LABELS_FORMAT}")
+
+        if len(parts) < 7:
+            bad(f"{len(parts)} fields")
+        if not parts[0]:
+            bad("no frame_id")
+        episode, reward = _number_or_null(parts[1], -1), _number_or_null(parts[4], 0.0)
+        if episode is None or reward is None:
+            bad(f"episode_id {parts[1]!r} or unclipped_reward {parts[4]!r} is neither a number nor null")
+        values = parts[6:]
+        if values == ["null"] or values == [""]:
+            gaze = np.zeros((0, 2), dtype=np.float32)
+        else:
+            if len(values) % 2:
+                bad(f"{len(values)} gaze coordinates, an odd number")
+            try:
                 gaze = np.asarray(values, dtype=np.float32).reshape(-1, 2)  # (K, 2): x, y
-            rows.append((parts[0], int(_number_or(parts[1], -1)), _number_or(parts[4], 0.0), gaze))
+            except ValueError:
+                bad(f"a gaze coordinate of {','.join(values)!r} is not a number")
+        rows.append((parts[0], int(episode), reward, gaze))
     return rows
 
 
-def _number_or(text: str, missing: float) -> float:
+def _number_or_null(text: str, missing: float) -> Optional[float]:
+    """The number in `text`, `missing` for `null` or an empty field, None for anything else."""
+    if text in ("null", ""):
+        return missing
     try:
         return float(text)
-    except ValueError:  # `null` or empty
-        return missing
+    except ValueError:
+        return None
 
 
-def read_trial(archive: Path) -> Trial:
-    """Frames and gazes of one trial: `{trial}.tar.bz2` and the `{trial}.txt` beside it."""
-    labels_path = archive.with_name(archive.name.removesuffix(".tar.bz2") + ".txt")
-    if not labels_path.is_file():
-        sys.exit(f"error: {archive} has no label file {labels_path.name} beside it")
-    labels = read_labels(labels_path)
+def labels_path_of(archive: Path) -> Path:
+    return archive.with_name(archive.name.removesuffix(".tar.bz2") + ".txt")
+
+
+def read_trial(archive: Path, labels: Optional[list] = None) -> Trial:
+    """Frames and gazes of one trial: `{trial}.tar.bz2` and the `{trial}.txt` beside it (`labels`: that file
+    already read by `read_labels`)."""
+    labels_path = labels_path_of(archive)
+    if labels is None:
+        if not labels_path.is_file():
+            sys.exit(f"error: {archive} has no label file {labels_path.name} beside it")
+        labels = read_labels(labels_path)
     images = {}
     with tarfile.open(archive, "r:bz2") as tar:
         for member in tar.getmembers():
@@ -117,12 +153,20 @@ def read_trial(archive: Path) -> Trial:
 
 
 def list_trials(dataset: Path) -> list[Path]:
-    trials = sorted(
-        p for p in Path(dataset).rglob("*.tar.bz2") if p.with_name(p.name.removesuffix(".tar.bz2") + ".txt").is_file()
-    )
+    """The trials (`*.tar.bz2` with their `.txt` beside them) under `dataset`, searched recursively, sorted."""
+    if not Path(dataset).exists():
+        sys.exit(f"error: --dataset {dataset}: no such folder; give the folder holding a game's Atari-HEAD trials")
+    if not Path(dataset).is_dir():
+        sys.exit(f"error: --dataset {dataset} is a file; give the folder holding a game's Atari-HEAD trials")
+    trials = sorted(p for p in Path(dataset).rglob("*.tar.bz2") if labels_path_of(p).is_file())
     if not trials:
         sys.exit(f"error: no Atari-HEAD trial (a .tar.bz2 with its .txt beside it) under {dataset}")
     return trials
+
+
+def num_observations(num_frames: int) -> int:
+    """How many observations `preprocess` makes of a trial's frames: a pooled image per 4 frames, 4 per observation."""
+    return max(num_frames // 4 - 3, 0)
 
 
 def preprocess(frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -131,11 +175,11 @@ def preprocess(frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     area averaging; observation m stacks images m..m+3."""
     grey = torch.from_numpy(frames.astype(np.float32) @ GREY_WEIGHTS)  # (F, 210, 160)
     num_images = len(frames) // 4
+    num_obs = num_observations(len(frames))
     kept = (
         torch.stack([grey[4 * k + 2 : 4 * k + 4].amax(0) for k in range(num_images)]) if num_images else grey[:0]
     )  # (K, 210, 160)
     small = F.interpolate(kept[:, None], size=(84, 84), mode="area")[:, 0].round().to(torch.uint8)  # (K, 84, 84)
-    num_obs = max(num_images - 3, 0)
     observations = (
         torch.stack([small[m : m + 4] for m in range(num_obs)]) if num_obs else torch.zeros(0, 4, 84, 84, dtype=torch.uint8)
     )
@@ -172,34 +216,154 @@ def fixation_map(gazes: list[np.ndarray]) -> np.ndarray:
     return counts
 
 
-def trial_metrics(
-    saliency_fn: SaliencyFn, trial: Trial, negatives_per_frame: int = 32, batch_size: int = 64, seed: int = 0
-) -> dict[str, Optional[float]]:
-    """NSS, KL and shuffled AUC of one trial: per observation, then averaged (undefined ones dropped).
-    `saliency_fn` gets the trial's observations in order with the rewards and episode ends between them
-    (`step_rewards_and_episode_ends`). The shuffled AUC's negatives are the fixations of
-    `negatives_per_frame` other observations of the trial, drawn at random."""
+SaucNegatives = Literal["dataset", "trial"]
+
+
+def dataset_fixations(labels: list[list[tuple]]) -> np.ndarray:
+    """The fixation map (210, 160) of every row of every label file given (`read_labels` of each trial): where
+    the shuffled AUC's negatives come from, the "real fixations for other frames in the same dataset"."""
+    return fixation_map([gaze for rows in labels for (_, _, _, gaze) in rows])
+
+
+def observation_scores(
+    saliency_fn: SaliencyFn,
+    trial: Trial,
+    all_fixations: Optional[np.ndarray] = None,
+    sauc_negatives: SaucNegatives = "dataset",
+    negatives_per_frame: int = 32,
+    kl_normalisation: KlNormalisation = "distribution",
+    batch_size: int = 64,
+    seed: int = 0,
+    keep: tuple[int, ...] = (),
+) -> tuple[dict[str, list[Optional[float]]], dict[int, np.ndarray]]:
+    """NSS, KL and shuffled AUC of each observation of one trial (None where undefined), and the 210x160
+    saliency of the observations listed in `keep`. `saliency_fn` gets the trial's observations in order with
+    the rewards and episode ends between them (`step_rewards_and_episode_ends`).
+
+    The shuffled AUC's negatives (`sauc_negatives`):
+    - "dataset" (section 4.3): every fixation of the dataset's other frames, each counted (`all_fixations`,
+      the map of all label rows of all trials read, `dataset_fixations`, less this observation's own 8
+      frames; None: this trial is the whole dataset);
+    - "trial" (the earlier variant here): the fixated pixels of `negatives_per_frame` other observations of
+      this trial drawn at random, each pixel once, this observation's own pixels left out."""
     observations, frame_indices = preprocess(trial.frames)
     fixations = [fixation_map([trial.gazes[i] for i in indices]) for indices in frame_indices]
+    if sauc_negatives == "dataset" and all_fixations is None:
+        all_fixations = fixation_map(trial.gazes)
     with torch.no_grad():
         maps = saliency_fn(observations, *step_rewards_and_episode_ends(trial, len(observations)))  # (M, 84, 84)
     rng = np.random.default_rng(seed)
-    scores = {"nss": [], "kl": [], "sauc": []}
+    scores, kept = {"nss": [], "kl": [], "sauc": []}, {}
     for start in range(0, len(observations), batch_size):
         small = maps[start : start + batch_size].float()  # (B, 84, 84)
         large = F.interpolate(small[:, None], size=SCREEN, mode="bilinear", align_corners=False)[:, 0].numpy()  # (B, 210, 160)
         for offset, saliency in enumerate(large):
             m = start + offset
-            others = [
-                i
-                for i in rng.choice(len(fixations), size=min(negatives_per_frame + 1, len(fixations)), replace=False)
-                if i != m
-            ][:negatives_per_frame]
-            other_fixations = sum((fixations[i] for i in others), np.zeros(SCREEN))
+            if m in keep:
+                kept[m] = saliency
+            if sauc_negatives == "dataset":
+                other_fixations = all_fixations - fixations[m]  # the 8 frames' fixations are in the total once
+            else:
+                others = [
+                    i
+                    for i in rng.choice(len(fixations), size=min(negatives_per_frame + 1, len(fixations)), replace=False)
+                    if i != m
+                ][:negatives_per_frame]
+                other_fixations = sum((fixations[i] for i in others), np.zeros(SCREEN))
             scores["nss"].append(nss(saliency, fixations[m]))
-            scores["kl"].append(kl_divergence(saliency, fixations[m]))
-            scores["sauc"].append(shuffled_auc(saliency, fixations[m], other_fixations))
+            scores["kl"].append(kl_divergence(saliency, fixations[m], normalisation=kl_normalisation))
+            scores["sauc"].append(
+                shuffled_auc(saliency, fixations[m], other_fixations, count_weighted=sauc_negatives == "dataset")
+            )
+    return scores, kept
+
+
+def trial_metrics(
+    saliency_fn: SaliencyFn, trial: Trial, negatives_per_frame: int = 32, **options
+) -> dict[str, Optional[float]]:
+    """`observation_scores` averaged over the trial's observations (undefined ones dropped); `options` are
+    `observation_scores`'s (the default negatives: this trial as the whole dataset)."""
+    scores, _ = observation_scores(saliency_fn, trial, negatives_per_frame=negatives_per_frame, **options)
     return {name: mean_defined(values) for name, values in scores.items()}
+
+
+METRICS = ("nss", "kl", "sauc")
+Spread = Literal["seeds", "trials"]
+
+
+def summarise(game: str, models: list[tuple[str, str]], scores: list[list[dict]], spread: Spread = "seeds") -> list[dict]:
+    """Table 4's rows. `models`: (variant, checkpoint) per checkpoint; `scores[c][t]`: checkpoint c's
+    per-observation scores on trial t (`observation_scores`).
+
+    - "seeds" (Table 4): a row per variant. Each checkpoint (a training seed) scores the mean of its defined
+      per-frame values over all frames of all trials ("we averaged per-frame metrics over gameplay
+      recordings, dropping frames with undefined metrics"); the row is the mean over its checkpoints ± their
+      standard deviation (n - 1 in the denominator; None for a single seed).
+    - "trials": a row per checkpoint: the mean of its per-trial means ± their standard deviation (n).
+    `frames` counts the (checkpoint, observation) pairs scored, `{metric}_defined` those where it is defined."""
+    groups = {}
+    for index, (variant, checkpoint) in enumerate(models):
+        key = variant if spread == "seeds" else index
+        groups.setdefault(key, []).append(index)
+    rows = []
+    for indices in groups.values():
+        variant = models[indices[0]][0]
+        row = {"game": game, "model": variant}
+        if spread == "seeds":
+            row["seeds"] = len(indices)
+            row["checkpoints"] = ";".join(str(Path(models[i][1]).resolve()) for i in indices)
+        else:
+            row["checkpoint"] = str(Path(models[indices[0]][1]).resolve())
+        row["trials"] = len(scores[indices[0]])
+        row["frames"] = sum(len(trial["nss"]) for i in indices for trial in scores[i])
+        for metric in METRICS:
+            if spread == "seeds":
+                values = [mean_defined([v for trial in scores[i] for v in trial[metric]]) for i in indices]
+            else:
+                values = [mean_defined(trial[metric]) for trial in scores[indices[0]]]
+            values = [v for v in values if v is not None]
+            row[metric] = float(np.mean(values)) if values else None
+            if spread == "seeds":
+                row[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            else:
+                row[f"{metric}_std"] = float(np.std(values)) if values else None
+            row[f"{metric}_defined"] = sum(v is not None for i in indices for trial in scores[i] for v in trial[metric])
+        rows.append(row)
+    return rows
+
+
+def fixations_on_saliency(
+    path: str, frame: np.ndarray, gazes: np.ndarray, maps: list[np.ndarray], titles: list[str], suptitle: str
+) -> None:
+    """Fig. 5: an Atari-HEAD frame (210, 160, 3) once alone and once per model with that model's saliency
+    (210, 160) drawn in green (min-max scaled, over the darkened frame), the human's fixations (K, 2) as red
+    dots on every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.1 * (len(maps) + 1), 3.3), squeeze=False)
+    panels = [(frame, "frame")]
+    for saliency, title in zip(maps, titles):
+        low, high = float(saliency.min()), float(saliency.max())
+        weight = (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)  # (210, 160) in [0, 1]
+        image = 0.6 * frame.astype(np.float32)  # (210, 160, 3), darkened so the map stands out
+        image[..., 1] += (255.0 - image[..., 1]) * weight  # in green: the game draws white objects itself
+        panels.append((image.astype(np.uint8), title))
+    for ax, (image, title) in zip(axes[0], panels):
+        ax.imshow(image)
+        if len(gazes):
+            ax.scatter(gazes[:, 0], gazes[:, 1], s=9, c="red", marker="o", linewidths=0)
+        ax.set_xlim(-0.5, SCREEN[1] - 0.5)
+        ax.set_ylim(SCREEN[0] - 0.5, -0.5)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(suptitle, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 @dataclass
@@ -207,61 +371,169 @@ class Args:
     dataset: str
     """folder with the game's trials (`*.tar.bz2` + `*.txt`), searched recursively"""
     checkpoints: tuple[str, ...]
-    """checkpoints of the models to score (any script whose agent has attention; recurrent agents see each trial in order)"""
+    """checkpoints of the models to score (any script whose agent has attention; recurrent agents see each trial in
+    order); several seeds of one model make one row of the table, its mean ± the spread over them"""
     out: str
-    """folder for `{game}_saliency_metrics.csv` and `.md`"""
+    """folder for `{game}_saliency_metrics.csv` and `.md` (and the figures); files already there are kept (`-2`, ...)"""
     game: str = "Breakout"
-    """the game the trials are of (a table row per model)"""
+    """the game the trials are of"""
     max_trials: int = 0
-    """score only the first N trials (0 = all)"""
+    """score only the first N trials (0 = all); the shuffled AUC's negatives still come from all of them"""
+    spread: Spread = "seeds"
+    """"seeds": a row per model, mean ± standard deviation over its checkpoints (seeds), each the mean over all
+    frames (Table 4); "trials": a row per checkpoint, mean ± standard deviation over its trials' means"""
+    kl_normalisation: KlNormalisation = "distribution"
+    """"distribution": both maps divided by their sums, frames where the divergence is infinite dropped (eq. 2);
+    "min-max": section 4.3's "normalized to [0..1]" literally; "epsilon": the MIT saliency benchmark's regulariser"""
+    sauc_negatives: SaucNegatives = "dataset"
+    """"dataset": every fixation of the other frames of all trials under --dataset (section 4.3); "trial":
+    the fixated pixels of --negatives-per-frame other observations of the same trial, each pixel once"""
     negatives_per_frame: int = 32
-    """other observations whose fixations are the shuffled AUC's negatives"""
+    """with --sauc-negatives trial: other observations whose fixations are the shuffled AUC's negatives"""
+    figure_observations: tuple[int, ...] = ()
+    """Fig. 5: observations (index in their trial) of --figure-trial drawn with each model's saliency and the
+    human's fixations in red, one PNG each"""
+    figure_trial: Optional[str] = None
+    """the trial (file name without .tar.bz2) of --figure-observations; default: the first one scored"""
+
+
+def check_args(args: Args) -> None:
+    """Everything that can be checked without reading a frame or loading a model."""
+    if not args.checkpoints:
+        sys.exit("error: give at least one checkpoint with --checkpoints")
+    for path in args.checkpoints:
+        check_checkpoint_exists(path, "--checkpoints")
+    check_at_least("--max-trials", args.max_trials, 0)
+    check_at_least("--negatives-per-frame", args.negatives_per_frame, 1)
+    for index in args.figure_observations:
+        check_at_least("--figure-observations", index, 0)
+    if args.figure_trial is not None and not args.figure_observations:
+        sys.exit("error: --figure-trial without --figure-observations; give the observations to draw")
+    check_output_folder(args.out)
 
 
 def main(args: Args) -> list[dict]:
+    check_args(args)
+    trials = list_trials(Path(args.dataset))
+    labels = [read_labels(labels_path_of(path)) for path in trials]  # every label file checked before any work
+    all_fixations = dataset_fixations(labels)
+    scored = list(range(len(trials)))[: args.max_trials or None]
+    names = [path.name.removesuffix(".tar.bz2") for path in trials]
+    figure_trial, read = None, {}
+    if args.figure_observations:
+        figure_trial = (
+            scored[0] if args.figure_trial is None else next((t for t in scored if names[t] == args.figure_trial), None)
+        )
+        if figure_trial is None:
+            sys.exit(
+                f"error: --figure-trial {args.figure_trial} is not among the trials scored; give one of "
+                + ", ".join(names[t] for t in scored)
+            )
+        read[figure_trial] = read_trial(trials[figure_trial], labels[figure_trial])
+        count = num_observations(len(read[figure_trial].frames))
+        too_large = [m for m in args.figure_observations if m >= count]
+        if too_large:
+            sys.exit(
+                f"error: --figure-observations {too_large[0]}: trial {names[figure_trial]} has {count} observations "
+                f"(0 .. {count - 1})"
+            )
+
     from attention_utils.checkpoints import load_agent, sequence_saliency
 
-    trials = list_trials(Path(args.dataset))[: args.max_trials or None]
     models = [load_agent(path) for path in args.checkpoints]
-    if not models:
-        sys.exit("error: give at least one checkpoint with --checkpoints")
     saliency_fns = [sequence_saliency(loaded) for loaded in models]
     for checkpoint, loaded, saliency_fn in zip(args.checkpoints, models, saliency_fns):  # before any scoring
         if saliency_fn is None:
             sys.exit(f"error: {checkpoint}: {loaded.variant} has no spatial attention map, so no saliency to score")
-    rows = []
-    for checkpoint, loaded, saliency_fn in zip(args.checkpoints, models, saliency_fns):
-        per_trial = [trial_metrics(saliency_fn, read_trial(path), args.negatives_per_frame) for path in trials]
-        row = {
-            "game": args.game,
-            "model": loaded.variant,
-            "checkpoint": str(Path(checkpoint).resolve()),
-            "trials": len(per_trial),
-        }
-        for metric in ("nss", "kl", "sauc"):
-            values = [t[metric] for t in per_trial if t[metric] is not None]
-            row[metric] = float(np.mean(values)) if values else None
-            row[f"{metric}_std"] = float(np.std(values)) if values else None
-        rows.append(row)
+    print(
+        f"{len(scored)} of {len(trials)} trials scored; shuffled-AUC negatives: "
+        + (
+            f"{int(all_fixations.sum())} fixations in all {len(trials)} trials"
+            if args.sauc_negatives == "dataset"
+            else f"{args.negatives_per_frame} other observations of the same trial"
+        ),
+        flush=True,
+    )
+    scores = [[] for _ in models]  # scores[c][t]: per-observation scores of checkpoint c on trial t
+    figure_maps = [{} for _ in models]
+    for t in scored:
+        trial = read.pop(t, None) or read_trial(trials[t], labels[t])
+        for c, saliency_fn in enumerate(saliency_fns):
+            trial_scores, kept = observation_scores(
+                saliency_fn,
+                trial,
+                all_fixations,
+                args.sauc_negatives,
+                args.negatives_per_frame,
+                args.kl_normalisation,
+                keep=args.figure_observations if t == figure_trial else (),
+            )
+            scores[c].append(trial_scores)
+            figure_maps[c].update(kept)
+        if t == figure_trial:
+            figure_frames = trial
+    rows = summarise(
+        args.game, [(loaded.variant, path) for loaded, path in zip(models, args.checkpoints)], scores, args.spread
+    )
+    for row in rows:
         print(
-            f"{args.game} {loaded.variant}: "
-            + ", ".join(f"{m} {row[m]:.3f}" if row[m] is not None else f"{m} undefined" for m in ("nss", "kl", "sauc"))
+            f"{args.game} {row['model']}: "
+            + ", ".join(f"{m} {row[m]:.3f}" if row[m] is not None else f"{m} undefined" for m in METRICS)
         )
     os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, f"{args.game}_saliency_metrics")
+    base = free_path(os.path.join(args.out, f"{args.game}_saliency_metrics"), (".csv", ".md"))
     with open(f"{base}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
 
     def cell(row, metric):
-        return "undefined" if row[metric] is None else f"{row[metric]:.3f} ± {row[f'{metric}_std']:.3f}"
+        if row[metric] is None:
+            return "undefined"
+        return f"{row[metric]:.3f}" + ("" if row[f"{metric}_std"] is None else f" ± {row[f'{metric}_std']:.3f}")
 
+    def name(row):
+        return f"{row['model']} ({row['seeds']} seed{'s' * (row['seeds'] > 1)})" if args.spread == "seeds" else row["model"]
+
+    spread = (
+        "Each seed (checkpoint): the mean of a metric over all frames of all trials where it is defined; "
+        "mean ± standard deviation over seeds (n - 1; none for one seed)."
+        if args.spread == "seeds"
+        else "Each checkpoint: mean ± standard deviation (n) over its trials' means."
+    )
     lines = [f"| {args.game} | NSS ↑ | KL ↓ | sAUC ↑ |", "|---|---|---|---|"]
-    lines += [f"| {row['model']} | {cell(row, 'nss')} | {cell(row, 'kl')} | {cell(row, 'sauc')} |" for row in rows]
+    lines += [f"| {name(row)} | {cell(row, 'nss')} | {cell(row, 'kl')} | {cell(row, 'sauc')} |" for row in rows]
+    notes = f"{len(scored)} trials. {spread} KL: {args.kl_normalisation} normalisation; shuffled-AUC negatives: " + (
+        "the other frames' fixations of all trials." if args.sauc_negatives == "dataset" else "same trial."
+    )
+    undefined = [
+        f"{metric.upper() if metric != 'sauc' else 'sAUC'} of {row['model']} on {row[f'{metric}_defined']} of {row['frames']}"
+        for row in rows
+        for metric in METRICS
+        if row[f"{metric}_defined"] < row["frames"]
+    ]
+    if undefined:
+        notes += " Undefined frames are dropped; defined: " + ", ".join(undefined) + "."
     with open(f"{base}.md", "w") as f:
-        f.write("\n".join(lines) + f"\n\nMean ± standard deviation over {len(trials)} trials.\n")
+        f.write("\n".join(lines) + f"\n\n{notes}\n")
     print(f"tables: {base}.csv, {base}.md")
+    if figure_trial is not None:
+        _, frame_indices = preprocess(figure_frames.frames)
+        titles = [loaded.variant for loaded in models]
+        titles = [f"{t} #{titles[:i].count(t) + 1}" if titles.count(t) > 1 else t for i, t in enumerate(titles)]
+        for m in args.figure_observations:
+            indices = frame_indices[m]
+            gazes = np.concatenate([figure_frames.gazes[i] for i in indices])  # (K, 2) of the 8 frames
+            path = free_path(os.path.join(args.out, f"{args.game}_fixations_{names[figure_trial]}_obs{m}.png"))
+            fixations_on_saliency(
+                path,
+                figure_frames.frames[indices[-1]],
+                gazes,
+                [figure_maps[c][m] for c in range(len(models))],
+                titles,
+                f"{args.game}, trial {names[figure_trial]}, observation {m}: saliency (green), human fixations (red)",
+            )
+            print(f"figure: {path}")
     return rows
 
 
