@@ -1,12 +1,14 @@
 """The result tables and plots of "Results & Analysis" in *Revisiting Self-Attention in Deep RL: A Dimensional
-Perspective*, from many runs.
+Perspective*, from many runs, and (attention_utils.evaluations) the evaluation tables of *Free-Lunch Saliency via
+Attention in Atari Agents* from their --eval-only results.
 
     python -m attention_utils.results --runs runs/ [more/ ...] --out results/ [--wandb-project entity/project]
 
 Input: run folders of the training scripts, ppo_atari_*.py (`args.json` + `evals.csv`;
-`--runs` takes run folders or folders holding them, searched recursively; `eval_only_*.csv` and `evals.superseded.csv`
-are ignored) and/or the runs of a wandb project (`eval/mean_return` against `global_step`, config = args.json).
-Runs are grouped by (game, variant) across seeds.
+`--runs` takes run folders or folders holding them, searched recursively; `evals.superseded.csv` is ignored;
+`eval_only_*.csv` go to attention_utils.evaluations) and/or the runs of a wandb project (`eval/mean_return` against
+`global_step`, config = args.json). Runs are grouped by (game, variant) across seeds. Every input is read and
+checked before anything is written: bad input ends the command with one `error: ...` line naming the file and line.
 
 Outputs in --out:
 - per_game.md / per_game.csv: per game and variant, the mean over seeds of each run's mean evaluation score over
@@ -14,8 +16,11 @@ Outputs in --out:
   "No. of wins" row.
 - aggregates.md / .csv / .png: human-normalised IQM, median, mean and optimality gap with stratified-bootstrap
   95% CIs (rliable); performance_profiles.png / .csv; probability_of_improvement.csv / .png for every pair.
+- sample_efficiency.png / .csv: the aggregate (IQM; --efficiency-metric) of the human-normalised evaluation scores
+  of all runs and games at each evaluation step, 95% stratified-bootstrap CIs (rliable), a line per variant.
 - learning_curves.png: per game, debiased EMA (weight 0.98) of each seed's curve, mean over seeds ± 95% CI
   (Student's t).
+- eval_only.md / .csv, length_vs_return_<game>.png: see attention_utils.evaluations.
 - alignment.md / .csv: per axis class of the paper's game classification, the share of its games won by each variant.
 
 Rules (a note is printed whenever runs are dropped, merged or renamed or a game is left out):
@@ -31,6 +36,8 @@ Rules (a note is printed whenever runs are dropped, merged or renamed or a game 
   with attention_utils.atari_scores. Games without reference scores, and games that some variant lacks, are left out.
   rliable needs the same number of runs on every game for a variant: each variant keeps, on every game, its
   n lowest seeds, n = its smallest seed count over the games.
+- Sample efficiency: the aggregates' games and seeds; each run's raw scores interpolated onto the union of its variant's
+  evaluation steps inside the range all of them cover.
 - Learning curves: each seed's curve is smoothed over its own evaluations, then the seeds are put on one step grid:
   the union of their steps inside the range all seeds cover, by linear interpolation (exact when all seeds evaluated
   at the same steps). Band: mean ± t(0.975, n-1) SE across the n seeds (none with one seed).
@@ -1050,7 +1057,8 @@ def plot_sample_efficiency(efficiency, metric: str, variants, games, path) -> No
             linewidth=1.5,
         )
     ax.legend(loc="best", frameon=False)
-    ax.set_title(f"{len(games)} game(s); 95% stratified-bootstrap CIs", fontsize="medium")
+    named = ", ".join(games) if len(games) <= 6 else f"{len(games)} games"
+    ax.set_title(f"{named}; 95% stratified-bootstrap CIs", fontsize="medium")
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
