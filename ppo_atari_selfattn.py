@@ -1,12 +1,13 @@
 # PPO on Atari with self-attention inside a small CNN: NA / SWA / CWRA / CWCA / CWRCA.
 # "Revisiting Self-Attention in Deep RL: A Dimensional Perspective" (network, hyper-parameters);
 # training loop in the shape of CleanRL's ppo_atari_envpool.py.
-import csv
 import importlib
+import io
 import json
 import os
 import random
 import re
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -84,6 +85,9 @@ class Args:
     """the maximum norm for the gradient clipping"""
     target_kl: Optional[float] = None
     """the target KL divergence threshold (stops the epoch loop when exceeded)"""
+    nan_policy: Literal["stop", "skip"] = "stop"
+    """a non-finite loss or gradient never reaches the weights: `stop` ends the run naming the last good checkpoint,
+    `skip` drops that minibatch and counts it (`losses/skipped_minibatches`)"""
 
     # Evaluation, checkpoints, speed
     eval_freq: int = 200_000
@@ -100,7 +104,8 @@ class Args:
     save_freq: int = 500_000
     """write a checkpoint every `save_freq` agent steps"""
     resume: Optional[str] = None
-    """path of a `.cleanrl_model` checkpoint to continue (step counter, schedules, optimizer, RNG; envs restart)"""
+    """a `.cleanrl_model` checkpoint, or a run folder (its latest loadable checkpoint), to continue (step counter,
+    schedules, optimizer, RNG; envs restart)"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """`bf16`: forward passes under bfloat16 autocast, losses in fp32; `fp32`: everything in float32; `auto`: bf16
     where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32"""
@@ -324,6 +329,20 @@ def check_args(args: Args) -> None:
         (min(args.num_minibatches, args.update_epochs) < 1, "--num-minibatches and --update-epochs must be >= 1"),
         (not (0 < args.gamma <= 1 and 0 < args.gae_lambda <= 1), "--gamma and --gae-lambda must be in (0, 1]"),
         (
+            min(args.learning_rate, args.clip_coef, args.max_grad_norm) <= 0,
+            "--learning-rate, --clip-coef and --max-grad-norm must be > 0",
+        ),
+        (min(args.ent_coef, args.vf_coef) < 0, "--ent-coef and --vf-coef must be >= 0"),
+        (
+            args.target_kl is not None and args.target_kl <= 0,
+            f"--target-kl {args.target_kl}: give a value > 0 or leave it unset",
+        ),
+        (min(args.eval_freq, args.save_freq) < 1, "--eval-freq and --save-freq must be >= 1"),
+        (
+            min(args.torch_threads, args.env_threads) < 0 or args.rollout_threads < 1,
+            "thread counts must be >= 1 (0 = all cores where allowed)",
+        ),
+        (
             args.total_timesteps < batch_size,
             f"--total-timesteps {args.total_timesteps} is smaller than one batch (num_envs x num_steps = {batch_size})",
         ),
@@ -384,6 +403,26 @@ def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, p
     return np.array(returns), np.array(lengths), np.array(env_ids)
 
 
+def write_atomically(path: str, write) -> None:
+    """`write(f)` into a hidden temporary file beside `path`, flushed to disk, then renamed over `path`: a kill or a
+    full disk mid-write leaves the previous file (or none) under the name, never a truncated one."""
+    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        sys.exit(
+            f"error: cannot write {path} ({error.strerror}); everything written before is intact: free space or fix "
+            f"permissions, then continue with --resume {os.path.dirname(path)}"
+        )
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def save_checkpoint(path: str, agent, optimizer, args: Args, global_step: int, iteration: int) -> None:
     """Everything a resumed run needs: weights, optimizer, settings, counters and the RNG states."""
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -391,7 +430,9 @@ def save_checkpoint(path: str, agent, optimizer, args: Args, global_step: int, i
     checkpoint.update(
         global_step=global_step, iteration=iteration, script=os.path.basename(__file__), variant=variant_name(args)
     )
-    torch.save(checkpoint, path)
+    serialized = io.BytesIO()  # in memory first: a full disk then fails in write_atomically, with a clear message
+    torch.save(checkpoint, serialized)
+    write_atomically(path, lambda f: f.write(serialized.getbuffer()))
 
 
 def load_checkpoint(checkpoint: dict, agent, optimizer) -> tuple[int, int]:
@@ -402,6 +443,20 @@ def load_checkpoint(checkpoint: dict, agent, optimizer) -> tuple[int, int]:
     np.random.set_state(checkpoint["rng"]["numpy"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
     return checkpoint["global_step"], checkpoint["iteration"] + 1
+
+
+STOP_SIGNALS = []  # SIGINT/SIGTERM received: the loop stops after the current iteration, with a checkpoint
+
+
+def request_stop(signum, frame) -> None:
+    """The first Ctrl-C or SIGTERM (schedulers, preemption) asks for a clean stop; the default handlers are put back,
+    so a second one stops the run at once."""
+    STOP_SIGNALS.append(signum)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.SIG_DFL)
+    os.write(
+        2, f"\n{signal.Signals(signum).name}: stopping after this iteration with a checkpoint (again: stop now)\n".encode()
+    )
 
 
 def receive(envs, rows: slice, rewards_row, next_obs, next_done, next_terminal, episode_returns) -> list:
@@ -467,6 +522,8 @@ if __name__ == "__main__":
             run_dir = f"{base_dir}-{copy}"
     run_name = os.path.basename(run_dir)
     os.makedirs(run_dir, exist_ok=True)
+    if not os.access(run_dir, os.W_OK):
+        sys.exit(f"error: the run folder {run_dir} is not writable; fix its permissions (or copy the checkpoint elsewhere)")
 
     # env setup: two half pools stepped alternately, so one half runs the emulators (envpool's C++
     # threads) while the policy acts on the other half
@@ -497,11 +554,9 @@ if __name__ == "__main__":
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     args_path, evals_path = os.path.join(run_dir, "args.json"), os.path.join(run_dir, "evals.csv")
     if not os.path.exists(args_path):
-        with open(args_path, "w") as f:
-            json.dump(vars(args), f, indent=2)
+        write_atomically(args_path, lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
     if not os.path.exists(evals_path):
-        with open(evals_path, "w", newline="") as f:
-            csv.writer(f).writerow(["global_step", "mean_return", "std_return", "episode_returns"])
+        write_atomically(evals_path, lambda f: f.write(b"global_step,mean_return,std_return,episode_returns\n"))
 
     # ALGO Logic: Storage setup (observations stay uint8; the network divides by 255)
     obs_buf = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
@@ -523,6 +578,9 @@ if __name__ == "__main__":
     last_return, last_eval = float("nan"), float("nan")
     next_eval = (global_step // args.eval_freq + 1) * args.eval_freq
     next_save = (global_step // args.save_freq + 1) * args.save_freq
+    last_checkpoint = args.resume if checkpoint is not None else None
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
 
     progress = tqdm(
         total=args.num_iterations * args.batch_size,
@@ -629,6 +687,7 @@ if __name__ == "__main__":
         torch.set_num_threads(args.torch_threads or num_cores)
         b_inds = np.arange(args.batch_size)
         clipfracs = []
+        skipped_minibatches = 0
         for epoch in range(args.update_epochs):
             np.random.shuffle(b_inds)
             for start in range(0, args.batch_size, args.minibatch_size):
@@ -674,18 +733,31 @@ if __name__ == "__main__":
 
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                if not torch.isfinite(loss + grad_norm):  # NaN/inf never reaches the weights (--nan-policy)
+                    skipped_minibatches += 1
+                    if args.nan_policy == "stop":
+                        break
+                    continue
                 optimizer.step()
 
-            if args.target_kl is not None and approx_kl > args.target_kl:
+            if args.target_kl is not None and approx_kl > args.target_kl or skipped_minibatches and args.nan_policy == "stop":
                 break
+        if skipped_minibatches and args.nan_policy == "stop":
+            writer.add_scalar("losses/skipped_minibatches", skipped_minibatches, global_step)
+            writer.close()
+            sys.exit(
+                f"error: non-finite loss or gradient at iteration {iteration} (step {global_step}), stopped before the "
+                f"optimizer step; last good checkpoint: {last_checkpoint} (continue with --resume and --nan-policy skip, "
+                "or start again with other settings)"
+            )
         update_time = time.time() - update_start
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
-        # evaluation and checkpoints (small batches: acting threads, the other cores run the emulators)
+        # evaluation (small batches: acting threads, the other cores run the emulators)
         eval_start = time.time()
         torch.set_num_threads(args.rollout_threads)
         if global_step >= next_eval or iteration == args.num_iterations:
@@ -693,9 +765,11 @@ if __name__ == "__main__":
             last_eval, next_eval = eval_returns.mean(), (global_step // args.eval_freq + 1) * args.eval_freq
             writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
             writer.add_scalar("eval/std_return", eval_returns.std(), global_step)
-            with open(evals_path, "a", newline="") as f:
-                episodes = ";".join(f"{r:g}" for r in eval_returns)
-                csv.writer(f).writerow([global_step, f"{eval_returns.mean():.4f}", f"{eval_returns.std():.4f}", episodes])
+            with open(evals_path) as f:  # rewritten whole, atomically: a kill never leaves half a row
+                evals_text = f.read()
+            episodes = ";".join(f"{r:g}" for r in eval_returns)
+            evals_text += f"{global_step},{eval_returns.mean():.4f},{eval_returns.std():.4f},{episodes}\n"
+            write_atomically(evals_path, lambda f: f.write(evals_text.encode()))
             progress.write(
                 f"global_step={global_step}, eval mean_return={eval_returns.mean():.2f} +- {eval_returns.std():.2f}"
             )
@@ -708,10 +782,6 @@ if __name__ == "__main__":
                 )
                 if args.track:
                     wandb.log({"eval/video": wandb.Video(video_path, format="mp4"), "global_step": global_step})
-        if args.save_model and (global_step >= next_save or iteration == args.num_iterations):
-            checkpoint_path = os.path.join(run_dir, f"step_{global_step:09d}.cleanrl_model")
-            save_checkpoint(checkpoint_path, agent, optimizer, args, global_step, iteration)
-            next_save = (global_step // args.save_freq + 1) * args.save_freq
         eval_time = time.time() - eval_start
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
@@ -726,6 +796,7 @@ if __name__ == "__main__":
         writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("losses/skipped_minibatches", skipped_minibatches, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         writer.add_scalar("perf/env_s", env_time, global_step)
         writer.add_scalar("perf/policy_s", policy_time, global_step)
@@ -742,10 +813,26 @@ if __name__ == "__main__":
                 flush=True,
             )
 
+        # checkpoints once the iteration's logs are on disk, so a run killed later resumes with no gap in its history
+        stopping = STOP_SIGNALS and iteration < args.num_iterations  # Ctrl-C / SIGTERM: a checkpoint now, then stop
+        if stopping or args.save_model and (global_step >= next_save or iteration == args.num_iterations):
+            writer.flush()
+            checkpoint_path = os.path.join(run_dir, f"step_{global_step:09d}.cleanrl_model")
+            save_checkpoint(checkpoint_path, agent, optimizer, args, global_step, iteration)
+            last_checkpoint, next_save = checkpoint_path, (global_step // args.save_freq + 1) * args.save_freq
+        if stopping:
+            break
+
     progress.close()
-    if args.save_model:
-        print(f"checkpoint: {checkpoint_path}")
-    if args.save_attention:
+    if last_checkpoint is not None:
+        print(f"checkpoint: {last_checkpoint}")
+    if stopping:
+        track = " --track" if args.track else ""
+        print(f"stopped at step {global_step} by {signal.Signals(STOP_SIGNALS[0]).name}; to continue:")
+        print(f"python {sys.argv[0]} --resume {last_checkpoint}{track}", flush=True)
+        if args.track:
+            wandb.mark_preempting()  # a sweep agent sees the run as preempted, not failed
+    elif args.save_attention:
         attention_path = os.path.join(run_dir, f"attention_step_{global_step:09d}.png")
         picture_seed = args.seed + PICTURE_SEED_OFFSET
         pictures.save_attention_grid(sys.modules[__name__], agent, game, picture_seed, device, autocast, attention_path)
@@ -756,4 +843,6 @@ if __name__ == "__main__":
         envs.close()
     writer.close()
     if args.track:
-        wandb.finish()
+        wandb.finish(exit_code=128 + STOP_SIGNALS[0] if stopping else 0)
+    if stopping:
+        sys.exit(128 + STOP_SIGNALS[0])

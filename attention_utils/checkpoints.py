@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from attention_utils.ale import RenderedAtari
+from attention_utils.runs import find_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,15 +59,9 @@ def num_actions_of(game: str) -> int:
 
 
 def load_agent(path: str, device: str = "cpu") -> LoadedAgent:
-    """Rebuild the agent of a `.cleanrl_model` checkpoint; exits with one line if it cannot."""
-    if not os.path.isfile(path):
-        sys.exit(f"error: {path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # not a torch file
-        sys.exit(f"error: {path} is not a checkpoint written by a training script ({type(error).__name__})")
-    if not isinstance(checkpoint, dict) or not {"model", "args", "script"} <= set(checkpoint):
-        sys.exit(f"error: {path} is not a checkpoint written by a training script (needs model, args and script)")
+    """Rebuild the agent of a `.cleanrl_model` checkpoint (or of a run folder's latest loadable one); exits with one
+    line if it cannot."""
+    path, checkpoint = find_checkpoint(path, "checkpoint")
     script_name = checkpoint["script"]
     if script_name == "ppo_atari_topdown.py" and checkpoint["args"].get("arch") in ("adaptive", "spatiotemporal"):
         script_name = "ppo_atari_temporal.py"  # the thesis's agents, written when ppo_atari_topdown.py still held them
@@ -75,7 +70,13 @@ def load_agent(path: str, device: str = "cpu") -> LoadedAgent:
     args = script.Args(**{k: v for k, v in checkpoint["args"].items() if k in fields})
     game = script.parse_game(args.env_id)
     agent = script.make_agent(args, num_actions_of(game))
-    agent.load_state_dict(checkpoint["model"])
+    try:
+        agent.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # e.g. another game's action count, or weights from another version of the network
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        sys.exit(
+            f"error: {path}: its weights do not fit {script_name}'s {script.variant_name(args)} agent for {game} ({first})"
+        )
     agent.to(device).eval()
     return LoadedAgent(agent, script, args, game, script.variant_name(args), checkpoint.get("global_step", 0))
 

@@ -1,14 +1,17 @@
-"""Run bookkeeping for the training scripts, imported only when a feature needs it: `--resume` (settings,
-refusals, evaluations logged past the checkpoint), `--eval-only` (the long evaluation of a checkpoint) and the
-closest valid names for a misspelt game."""
+"""Run bookkeeping for the training scripts, imported only when a feature needs it: `--resume` (a checkpoint or a
+run folder's latest loadable one, settings, refusals, evaluations logged past the checkpoint), `--eval-only` (the
+long evaluation of a checkpoint) and the closest valid names for a misspelt game. Also what every tool uses to read
+a checkpoint (`read_checkpoint`, `find_checkpoint`) and to write a file (`write_atomically`)."""
 
 import csv
 import dataclasses
 import difflib
+import io
 import os
 import re
 import sys
 from types import ModuleType
+from typing import Optional
 
 import numpy as np
 import torch
@@ -18,11 +21,82 @@ from tqdm import tqdm
 # not what is learned.
 RUN_CONTROL_FIELDS = (
     "resume", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_attention",
-    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads", "eval_only", "eval_env_id",
+    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads", "eval_only", "eval_env_id", "nan_policy",
 )  # fmt: skip
 # with --eval-only, these also come from the command line
 EVAL_ONLY_FIELDS = ("eval_episodes", "eval_deterministic", "precision")
 CHECKPOINT_NAME = re.compile(r"step_(\d+)\.cleanrl_model")
+CHECKPOINT_KEYS = {"model", "args", "script", "global_step"}
+EVALS_HEADER = ["global_step", "mean_return", "std_return", "episode_returns"]
+UNFINISHED_WRITE = re.compile(r"\..+\.\d+\.tmp")  # what `write_atomically` leaves behind when killed mid-write
+
+
+def write_atomically(path: str, write) -> None:
+    """`write(f)` into a hidden temporary file beside `path`, flushed to disk, then renamed over `path`: a kill or a
+    full disk mid-write leaves the previous file (or none) under the name, never a truncated one (the scripts' own
+    `write_atomically`, for the tools)."""
+    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        sys.exit(f"error: cannot write {path} ({error.strerror}); files written before are intact")
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_csv(path: str, rows: list) -> None:
+    """A CSV file written atomically."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    write_atomically(path, lambda f: f.write(text.getvalue().encode()))
+
+
+def read_checkpoint(path: str) -> tuple[Optional[dict], str]:
+    """(the checkpoint, "") or (None, why it cannot be used): missing, empty, truncated, not a torch file, or not
+    written by a training script."""
+    if not os.path.exists(path):
+        return None, "no such file"
+    if os.path.isdir(path):
+        return None, "a folder, not a checkpoint file"
+    if os.path.getsize(path) == 0:
+        return None, "an empty file"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated zip, pickle garbage, not a torch file at all
+        return None, f"not a readable checkpoint, truncated or damaged ({type(error).__name__})"
+    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= set(checkpoint):
+        return None, "not a checkpoint written by a training script (needs model, args, script and global_step)"
+    return checkpoint, ""
+
+
+def find_checkpoint(path: str, option: str, set_aside: bool = False) -> tuple[str, dict]:
+    """The checkpoint `path` names, or a run folder's latest loadable one; exits with one line if there is none.
+
+    In a folder, a checkpoint that does not load is reported and skipped; with `set_aside` (a training resume,
+    which would write that step again) it is renamed `*.corrupt`, never deleted."""
+    if not os.path.isdir(path):
+        checkpoint, problem = read_checkpoint(path)
+        if checkpoint is None:
+            sys.exit(f"error: {option} {path}: {problem}; give a .cleanrl_model checkpoint or a run folder")
+        return path, checkpoint
+    names = sorted(
+        (f for f in os.listdir(path) if CHECKPOINT_NAME.fullmatch(f)), key=lambda f: int(CHECKPOINT_NAME.fullmatch(f).group(1))
+    )
+    for name in reversed(names):
+        candidate = os.path.join(path, name)
+        checkpoint, problem = read_checkpoint(candidate)
+        if checkpoint is not None:
+            return candidate, checkpoint
+        print(f"{option}: skipping {candidate}: {problem}", file=sys.stderr)
+        if set_aside:
+            os.replace(candidate, f"{candidate}.corrupt")
+            print(f"{option}: renamed it {name}.corrupt (kept, not deleted)", file=sys.stderr)
+    sys.exit(f"error: {option} {path}: the folder has no loadable step_*.cleanrl_model checkpoint")
 
 
 def atari_games() -> list[str]:
@@ -49,10 +123,13 @@ def resume(args, script_name: str):
     finished run and for a checkpoint with later ones beside it (copy it into a new folder to branch from it);
     evaluations logged after the checkpoint are moved to `evals.superseded.csv`, as the resumed run logs them
     again."""
-    if not os.path.isfile(args.resume):
-        sys.exit(f"error: --resume {args.resume}: no such checkpoint file")
-    checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
-    if checkpoint.get("script", script_name) != script_name:
+    option = "--eval-only --resume" if args.eval_only else "--resume"
+    run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
+    if not args.eval_only and os.path.isdir(run_dir) and not os.access(run_dir, os.W_OK):  # before anything is changed
+        sys.exit(f"error: the run folder {run_dir} is not writable; fix its permissions (or copy the checkpoint elsewhere)")
+    path, checkpoint = find_checkpoint(args.resume, option, set_aside=not args.eval_only)
+    args = dataclasses.replace(args, resume=path)  # the run goes on in the checkpoint's folder
+    if checkpoint["script"] != script_name:
         sys.exit(f"error: --resume {args.resume} was written by {checkpoint['script']}, not {script_name}")
     saved = checkpoint["args"]
     defaults = type(args)()
@@ -66,6 +143,10 @@ def resume(args, script_name: str):
     if args.eval_only:
         return args, checkpoint
     run_dir, step = os.path.dirname(os.path.abspath(args.resume)), checkpoint["global_step"]
+    for name in os.listdir(run_dir):  # a write killed before its rename left a hidden temporary file
+        if UNFINISHED_WRITE.fullmatch(name):
+            os.remove(os.path.join(run_dir, name))
+            print(f"resume: removed {name}, the remains of a write that was interrupted")
     if checkpoint["iteration"] >= args.total_timesteps // (args.num_envs * args.num_steps):
         sys.exit(f"error: checkpoint is at step {step}, already at total_timesteps {args.total_timesteps}")
     later = sorted(f for f in os.listdir(run_dir) if (m := CHECKPOINT_NAME.fullmatch(f)) and int(m.group(1)) > step)
@@ -78,12 +159,21 @@ def resume(args, script_name: str):
     if os.path.exists(evals_path):  # evaluations logged after the checkpoint are superseded by the resumed run
         with open(evals_path) as f:
             rows = list(csv.reader(f))
+        malformed = [i for i, r in enumerate(rows) if (r != EVALS_HEADER if i == 0 else len(r) != 4 or not r[0].isdigit())]
+        if not rows or malformed:
+            line = malformed[0] + 1 if malformed else 1
+            sys.exit(
+                f"error: {evals_path}, line {line}: not an evals.csv row ({','.join(EVALS_HEADER)}); fix or move the file"
+            )
         stale = [r for r in rows[1:] if int(r[0]) > step]
         if stale:
-            with open(os.path.join(run_dir, "evals.superseded.csv"), "a", newline="") as f:
-                csv.writer(f).writerows(stale)
-            with open(evals_path, "w", newline="") as f:
-                csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= step])
+            superseded_path = os.path.join(run_dir, "evals.superseded.csv")
+            earlier = []
+            if os.path.exists(superseded_path):
+                with open(superseded_path) as f:
+                    earlier = list(csv.reader(f))
+            write_csv(superseded_path, earlier + stale)
+            write_csv(evals_path, [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step])
     return args, checkpoint
 
 
@@ -122,9 +212,8 @@ def eval_only(script: ModuleType, args, checkpoint: dict, device: torch.device, 
     while os.path.exists(results_path):  # an earlier evaluation is never overwritten
         copy += 1
         results_path = f"{base}-{copy}.csv"
-    with open(results_path, "w", newline="") as f:
-        rows = [[i, e, f"{r:g}", n] for i, (e, r, n) in enumerate(zip(env_ids, returns, lengths))]
-        csv.writer(f).writerows([["episode", "env", "return", "length"]] + rows)
+    rows = [[i, e, f"{r:g}", n] for i, (e, r, n) in enumerate(zip(env_ids, returns, lengths))]
+    write_csv(results_path, [["episode", "env", "return", "length"]] + rows)
     standard_error = returns.std(ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else float("nan")
     print(
         f"eval-only: mean return {returns.mean():.2f} +- {returns.std():.2f} (standard error {standard_error:.2f}), "
