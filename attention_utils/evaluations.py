@@ -59,6 +59,7 @@ from attention_utils.results import (
     read_csv_columns,
     variant_name,
 )
+from attention_utils.runs import atomic_open, save_figure, write_text
 
 # attention_utils.runs.eval_only writes f"eval_only_{game}_step_{step:09d}_{episodes}ep.csv", then -2, -3 ...
 EVAL_ONLY_NAME = re.compile(r"eval_only_(?P<game>.+)_step_(?P<step>\d+)_(?P<episodes>\d+)ep(?:-(?P<copy>\d+))?\.csv")
@@ -308,7 +309,7 @@ def write_eval_only_csv(cells: dict[tuple[str, str], EvalCell], path) -> None:
 
     variants = ordered_variants(variant for variant, _ in cells)
     games = ordered_games(game for _, game in cells)
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             ["variant", "game", "mean", "std_episodes", "num_models", "num_episodes", "std_of_model_means",
@@ -377,7 +378,7 @@ def plot_length_vs_return(evaluations: list[Evaluation], game: str, path, bins: 
         f"{game}: a point per evaluation episode; colour: episodes in its cell of a {bins} x {bins} grid (density)",
         fontsize=10,
     )
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -387,7 +388,7 @@ def write_eval_only_results(evaluations: list[Evaluation], out) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = eval_only_summary(evaluations)
-    (out / "eval_only.md").write_text(eval_only_markdown(cells))
+    write_text(out / "eval_only.md", eval_only_markdown(cells))
     write_eval_only_csv(cells, out / "eval_only.csv")
     written = [out / "eval_only.md", out / "eval_only.csv"]
     for game in ordered_games({e.game for e in evaluations}):

@@ -67,6 +67,7 @@ import numpy as np
 from attention_utils.atari_scores import RANDOM_HUMAN_SCORES, human_normalised_score
 from attention_utils.atari_scores import SOURCE as REFERENCE_SOURCE
 from attention_utils.game_axes import AXIS_CLASSES, OTHER_KINDS
+from attention_utils.runs import atomic_open, save_figure, write_text
 
 EMA_WEIGHT = 0.98
 # the self-attention paper's column order, then the FLS paper's Table 3 row order; other variants follow by name
@@ -630,7 +631,7 @@ def write_per_game_csv(summary, variants, path) -> None:
     or SE with one seed."""
     winners = game_winners(summary)
     header = ["game"] + [f"{variant}_{field}" for variant in variants for field in ("mean", "se", "seeds")] + ["winner"]
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for game, cells in summary.items():
@@ -782,7 +783,7 @@ def aggregates_markdown(points, intervals, games) -> str:
 def write_aggregates_csv(points, intervals, matrices, games, path) -> None:
     """aggregates.csv: variant, num_games, num_runs (per game), then for each metric its point estimate and CI bounds."""
     slug = [name.lower().replace(" ", "_") for name in METRIC_NAMES]
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             ["variant", "num_games", "num_runs"] + [f"{s}{part}" for s in slug for part in ("", "_ci_low", "_ci_high")]
@@ -856,7 +857,7 @@ def sample_efficiency(curves, metric: str, reps: int, seed: int = 0) -> dict[str
 
 def write_sample_efficiency_csv(efficiency, metric: str, curves, path) -> None:
     """sample_efficiency.csv: variant, global_step, metric, value, ci_low, ci_high, num_games, num_runs (per game)."""
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["variant", "global_step", "metric", "value", "ci_low", "ci_high", "num_games", "num_runs"])
         for variant, (steps, values, interval) in efficiency.items():
@@ -934,7 +935,7 @@ def alignment_markdown(table, variants) -> str:
 
 def write_alignment_csv(table, variants, path) -> None:
     """alignment.csv: axis_class, num_games, one share column per variant."""
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["axis_class", "num_games", *variants])
         for name, num_games, shares in table:
@@ -987,7 +988,7 @@ def plot_learning_curves(runs: list[Run], variants, path, weight: float = EMA_WE
     fig.supylabel(f"evaluation return (debiased EMA {weight}, mean ± 95% CI over seeds)")
     handles = [plt.Line2D([], [], color=colors[v], label=v) for v in variants]
     fig.legend(handles=handles, loc="outside upper center", ncol=min(len(variants), 8), frameon=False)
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -1008,7 +1009,7 @@ def plot_aggregates(points, intervals, variants, path) -> None:
     )
     # rliable's figure is 0.37 in per variant high and puts the label at this figure fraction: about 0.6 in below
     # the axes, clear of the tick labels whatever the number of variants
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    save_figure(fig, path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -1028,7 +1029,7 @@ def plot_performance_profiles(profiles, cis, tau_list, path) -> None:
         legend=True,
         legendsize="medium",
     )
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    save_figure(fig, path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -1059,7 +1060,7 @@ def plot_sample_efficiency(efficiency, metric: str, variants, games, path) -> No
     ax.legend(loc="best", frameon=False)
     named = ", ".join(games) if len(games) <= 6 else f"{len(games)} games"
     ax.set_title(f"{named}; 95% stratified-bootstrap CIs", fontsize="medium")
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    save_figure(fig, path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -1073,7 +1074,7 @@ def plot_probability_of_improvement(points, intervals, path) -> None:
     plot_utils.plot_probability_of_improvement(points, intervals, pair_separator=",", ax=ax, xticks=ticks)
     for axis in fig.axes:  # the whole [0, 1] range, so that every pair shows (a zero-width CI at an edge otherwise vanishes)
         axis.set_xlim(-0.02, 1.02)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    save_figure(fig, path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -1102,7 +1103,7 @@ def write_results(
     written = []
 
     summary = per_game_summary(runs)
-    (out / "per_game.md").write_text(per_game_markdown(summary, variants))
+    write_text(out / "per_game.md", per_game_markdown(summary, variants))
     write_per_game_csv(summary, variants, out / "per_game.csv")
     written += [out / "per_game.md", out / "per_game.csv"]
 
@@ -1113,7 +1114,7 @@ def write_results(
             f"note: not every variant has runs on {', '.join(unjudged)}; no winner there (no bold, no win, not in alignment)"
         )
     table = alignment_shares(winners, variants)
-    (out / "alignment.md").write_text(alignment_markdown(table, variants))
+    write_text(out / "alignment.md", alignment_markdown(table, variants))
     write_alignment_csv(table, variants, out / "alignment.csv")
     written += [out / "alignment.md", out / "alignment.csv"]
 
@@ -1129,7 +1130,7 @@ def write_results(
         return written
     matrices = score_matrices(selection, games)
     points, intervals = aggregate_estimates(matrices, bootstrap_reps, seed)
-    (out / "aggregates.md").write_text(aggregates_markdown(points, intervals, games))
+    write_text(out / "aggregates.md", aggregates_markdown(points, intervals, games))
     write_aggregates_csv(points, intervals, matrices, games, out / "aggregates.csv")
     plot_aggregates(points, intervals, variants, out / "aggregates.png")
     written += [out / "aggregates.md", out / "aggregates.csv", out / "aggregates.png"]
@@ -1144,7 +1145,7 @@ def write_results(
     highest = max(float(np.max(m)) for m in matrices.values())
     tau_list = np.linspace(0.0, min(max(highest, 1.0), 8.0), 81)
     profiles, profile_cis = performance_profiles(matrices, tau_list, bootstrap_reps, seed)
-    with open(out / "performance_profiles.csv", "w", newline="") as f:
+    with atomic_open(out / "performance_profiles.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["variant", "tau", "fraction_of_runs_above", "ci_low", "ci_high"])
         for variant, profile in profiles.items():
@@ -1170,7 +1171,7 @@ def write_results(
             flush=True,
         )
         probabilities, probability_cis = probabilities_of_improvement(matrices, improvement_reps, seed)
-        with open(out / "probability_of_improvement.csv", "w", newline="") as f:
+        with atomic_open(out / "probability_of_improvement.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["x", "y", "p_x_better_than_y", "ci_low", "ci_high", "num_games"])
             for pair, probability in probabilities.items():

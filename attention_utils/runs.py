@@ -10,6 +10,7 @@ import io
 import os
 import re
 import sys
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Optional
 
@@ -31,14 +32,16 @@ EVALS_HEADER = ["global_step", "mean_return", "std_return", "episode_returns"]
 UNFINISHED_WRITE = re.compile(r"\..+\.\d+\.tmp")  # what `write_atomically` leaves behind when killed mid-write
 
 
-def write_atomically(path: str, write) -> None:
-    """`write(f)` into a hidden temporary file beside `path`, flushed to disk, then renamed over `path`: a kill or a
-    full disk mid-write leaves the previous file (or none) under the name, never a truncated one (the scripts' own
-    `write_atomically`, for the tools)."""
+@contextmanager
+def atomic_open(path, mode: str = "w", **open_kwargs):
+    """`open(path, mode)` for writing, through a hidden temporary file beside `path` that is flushed to disk and renamed
+    over `path` when the block ends: a kill or a full disk mid-write leaves the previous file (or none) under the
+    name, never a truncated one. A write that fails exits with one line."""
+    path = os.fspath(path)
     temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as f:
-            write(f)
+        with open(temporary, mode, **open_kwargs) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
@@ -47,6 +50,24 @@ def write_atomically(path: str, write) -> None:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_atomically(path, write) -> None:
+    """`write(f)` on a binary file that appears under `path` only once complete (the scripts' own `write_atomically`)."""
+    with atomic_open(path, "wb") as f:
+        write(f)
+
+
+def write_text(path, text: str) -> None:
+    """`Path(path).write_text(text)`, written atomically."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def save_figure(fig, path, **savefig_kwargs) -> None:
+    """`fig.savefig(path)`, written atomically."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=os.path.splitext(os.fspath(path))[1][1:], **savefig_kwargs)
 
 
 def write_csv(path: str, rows: list) -> None:

@@ -374,3 +374,18 @@ def test_absurd_settings_are_refused_before_any_work(tmp_path, flags, words):
     proc = run_script(TINY + flags, tmp_path)
     assert_one_line_error(proc, words)
     assert not (tmp_path / "runs").exists()
+
+
+def test_tools_write_files_whole_or_not_at_all(tmp_path):
+    from attention_utils.runs import atomic_open, write_text
+
+    path = tmp_path / "table.md"
+    write_text(path, "first version\n")
+    with pytest.raises(RuntimeError):
+        with atomic_open(path) as f:
+            f.write("half of the second ver")
+            raise RuntimeError("killed mid-write")
+    assert path.read_text() == "first version\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.md"]  # no temporary file left behind
+    write_text(path, "second version\n")
+    assert path.read_text() == "second version\n"

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from attention_utils.pictures import capture_states
+from attention_utils.runs import save_figure
 
 
 def saliency_panels(rgb: np.ndarray, stacked: torch.Tensor, saliency: Optional[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,5 +60,5 @@ def save_attention_grid(script, agent, game, seed, device, autocast, path, num_s
     title = agent.arch if saliency is not None else f"{agent.arch}: no attention module"
     axes[0, 0].set_title(title, fontsize=9, loc="left")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)

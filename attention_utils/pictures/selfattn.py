@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from attention_utils.pictures import capture_states, jet_overlay, min_max
+from attention_utils.runs import save_figure
 
 
 def heat_on_screen(script, attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -48,5 +49,5 @@ def save_attention_grid(script, agent, game, seed, device, autocast, path, num_s
             if row == 0:
                 axes[row, col].set_title(titles[col], fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)

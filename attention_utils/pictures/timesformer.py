@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from attention_utils.pictures import capture_states, jet_overlay, min_max
+from attention_utils.runs import save_figure
 
 
 def heat_on_screen(script, agent, heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -57,5 +58,5 @@ def save_attention_grid(script, agent, game, seed, device, autocast, path, num_s
     for ax, title in zip(axes[0], titles):
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)

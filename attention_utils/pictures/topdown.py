@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from attention_utils.ale import RenderedAtari
+from attention_utils.runs import save_figure
 
 
 def heat_on_screen(script, attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -149,7 +150,7 @@ def save_attention_grid(script, agent, game, seed, device, autocast, path, num_s
                 fontsize=7,
             )
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
