@@ -53,8 +53,9 @@ class Args:
     # Algorithm specific arguments (OpenAI-baselines PPO2 Atari defaults)
     env_id: str = "Breakout"
     """the Atari game: `Pong`, `Pong-v5`, `PongNoFrameskip-v4` and `ALE/Pong-v5` all name the same game"""
-    total_timesteps: int = 12_500_000
-    """total agent steps (one step = 4 emulator frames) summed over all environments; the paper: 5e7 frames"""
+    total_timesteps: int = 50_000_000
+    """total agent steps (one step = 4 emulator frames) summed over all environments; the paper's "5e7 environment
+    steps" counts agent steps, as PPO2 does (its 8 x 128 = "1024 environment steps between agent updates")"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer"""
     num_envs: int = 8
@@ -77,8 +78,8 @@ class Args:
     """toggles advantages normalization (per minibatch)"""
     clip_coef: float = 0.1
     """the surrogate clipping coefficient"""
-    clip_vloss: bool = False
-    """toggles the use of a clipped loss for the value function (off in SB3)"""
+    clip_vloss: bool = True
+    """toggles the value loss clipped around the rollout's values by the clip range (PPO2 always clips it)"""
     ent_coef: float = 0.01
     """coefficient of the entropy"""
     vf_coef: float = 0.25

@@ -170,3 +170,19 @@ def test_bad_arch_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "sparse_fls_pool" in proc.stderr  # tyro lists the valid choices
     assert not (tmp_path / "runs").exists()
+
+
+# OpenAI-baselines PPO2's Atari settings (ppo2/defaults.py `atari()` and `learn()`), the paper's trainer: the value
+# loss is always clipped by the clip range; 5e7 "environment steps" are agent steps (8 envs x 128 steps =
+# "1024 environment steps between agent updates", as the paper counts them).
+PPO2_ATARI = dict(
+    num_envs=8, num_steps=128, num_minibatches=4, update_epochs=4, learning_rate=2.5e-4, anneal_lr=True,
+    clip_coef=0.1, anneal_clip=False, clip_vloss=True, ent_coef=0.01, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
+    norm_adv=True, total_timesteps=50_000_000,
+)  # fmt: skip
+
+
+def test_defaults_are_ppo2_atari(fls):
+    args = fls.Args()
+    assert {k: getattr(args, k) for k in PPO2_ATARI} == PPO2_ATARI
+    assert args.vf_coef * 1.0 == 0.5 * 0.5  # PPO2: vf_coef 0.5 times half the squared error
