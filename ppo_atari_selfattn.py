@@ -122,7 +122,7 @@ class Args:
     self_attn: Literal["NA", "SWA", "CWRA", "CWCA", "CWRCA"] = "NA"
     """self-attention after the first conv: none, single-channel-wise, channel-wise row, column, or both"""
     ada_attn: Literal["none", "alpha", "beta", "alpha_beta"] = "none"
-    """learnable scalars on the residual: alpha * attention + beta * input (initialised at 1)"""
+    """learnable scalars on the residual: alpha * attention + beta * input (alpha starts at 0, beta at 1)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -218,7 +218,8 @@ class SelfAttention(nn.Module):
         self.query = layer_init(nn.Conv2d(channels, channels, 1))
         self.key = layer_init(nn.Conv2d(channels, channels, 1))
         self.value = layer_init(nn.Conv2d(channels, channels, 1))
-        self.alpha = nn.Parameter(torch.ones(())) if ada_attn in ("alpha", "alpha_beta") else None
+        # as the paper's public code: alpha starts at 0 (the block starts as the identity), beta at 1
+        self.alpha = nn.Parameter(torch.zeros(())) if ada_attn in ("alpha", "alpha_beta") else None
         self.beta = nn.Parameter(torch.ones(())) if ada_attn in ("beta", "alpha_beta") else None
 
     @staticmethod

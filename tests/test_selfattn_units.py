@@ -112,7 +112,11 @@ def test_ada_attn_scales_attention_and_residual(script):
     ada.load_state_dict(plain.state_dict(), strict=False)
     x = torch.randn(2, 16, H, W)
     with torch.no_grad():
-        assert torch.allclose(ada(x), plain(x), atol=1e-6)  # alpha = beta = 1 at init
+        # the paper's public code starts alpha at 0 and beta at 1: the block starts as the identity
+        assert ada.alpha.item() == 0.0 and ada.beta.item() == 1.0
+        assert torch.equal(ada(x), x)
+        ada.alpha.fill_(1.0)
+        assert torch.allclose(ada(x), plain(x), atol=1e-6)  # alpha = beta = 1: the plain block
         ada.alpha.fill_(0.0)
         ada.beta.fill_(2.0)
         assert torch.allclose(ada(x), 2 * x)
