@@ -43,3 +43,8 @@ def free_path(path: str, extensions: tuple[str, ...] = ("",)) -> str:
         copy += 1
         candidate = f"{stem}-{copy}{suffix}"
     return candidate
+
+
+def beside_checkpoint(checkpoint: str) -> str:
+    """The folder a tool writes into by default: the checkpoint's own, or the run folder given instead of one."""
+    return checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.abspath(checkpoint))

@@ -1,9 +1,14 @@
 """Perturbation saliency (Greydanus et al. 2018, "Visualizing and Understanding Atari Agents", as used
-by Mott et al., section 4.7): blur a Gaussian patch of the observation at every location of a grid and
-measure how much the policy and the value move:
+by Mott et al., "Towards Interpretable Reinforcement Learning Using Attention Augmented Agents", section 4.7):
+blur a Gaussian patch of the observation at every location of a grid and measure how much the policy and
+the value move:
 
     X'(i, j) = X * (1 - M(i, j)) + blur(X) * M(i, j)        M: Gaussian mask of `sigma` pixels at (i, j)
-    S_pi(i, j) = 1/2 || logits(X') - logits(X) ||^2          S_V(i, j) = 1/2 (V(X') - V(X))^2
+    S_pi(i, j) = 1/2 || pi(X') - pi(X) ||^2                 S_V(i, j) = 1/2 (V(X') - V(X))^2
+
+with pi the softmaxed policy, the action probabilities, as section 4.7 has it (`--policy logits`: the raw
+logits, as Greydanus et al.'s own code does). As in section 4.7, the agent first plays more than 200
+unperturbed steps (`--warmup 201`), then its states are explained every `--spacing` steps.
 
 All perturbed observations of a frame go through the network in large batches, so a full 84x84 map
 (stride 1: 7,056 forward passes) takes seconds on a CPU for the feed-forward agents. A recurrent agent
@@ -18,16 +23,23 @@ all in one batch as for the feed-forward agents.
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
 
-from attention_utils.checkpoints import PlayedGame, is_recurrent, load_agent, policy_and_value
+from attention_utils.cli_checks import (
+    beside_checkpoint,
+    check_at_least,
+    check_checkpoint_exists,
+    check_output_file,
+    free_path,
+)
 
 PolicyAndValue = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+PolicyOutput = Literal["probs", "logits"]
 
 
 def gaussian_blur(obs: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -50,17 +62,26 @@ def perturbation_saliency(
     sigma: float = 5.0,
     blur_sigma: float = 3.0,
     batch_size: int = 256,
+    policy: PolicyOutput = "probs",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Policy and value saliency of one observation (4, 84, 84) uint8: two (84, 84) maps. `policy_and_value`
     maps a batch (B, 4, 84, 84) uint8 to (logits (B, A), values (B,)), e.g. `checkpoints.policy_and_value`
-    (a recurrent agent's closed over its state). With stride > 1 the grid is coarser and the maps are
-    brought back to 84x84 bilinearly."""
+    (a recurrent agent's closed over its state). `policy`: S_pi on the action probabilities ("probs",
+    section 4.7) or on the logits ("logits", Greydanus et al.'s code). With stride > 1 the grid is coarser
+    and the maps are brought back to 84x84 bilinearly."""
+    if policy not in ("probs", "logits"):
+        raise ValueError(f"policy must be 'probs' or 'logits', not {policy!r}")
+
+    def policy_output(logits: torch.Tensor) -> torch.Tensor:  # (B, A) -> (B, A)
+        return torch.softmax(logits.double(), -1) if policy == "probs" else logits.double()
+
     clean = obs.float()  # (4, 84, 84)
     height, width = clean.shape[1:]
     blurred = gaussian_blur(clean, blur_sigma)
     rows, cols = torch.arange(0, height, stride), torch.arange(0, width, stride)
     yy, xx = torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32)
     base_logits, base_value = policy_and_value(obs[None])
+    base_policy = policy_output(base_logits)  # fp64: an untrained agent's probabilities move by ~1e-8
     policy_map, value_map = [], []
     centres = [(int(r), int(c)) for r in rows for c in cols]
     for start in range(0, len(centres), batch_size):
@@ -71,7 +92,7 @@ def perturbation_saliency(
         )  # (B, 84, 84)
         perturbed = clean[None] * (1 - masks[:, None]) + blurred[None] * masks[:, None]  # (B, 4, 84, 84)
         logits, values = policy_and_value(perturbed.round().to(torch.uint8))
-        policy_map.append(0.5 * ((logits - base_logits) ** 2).sum(-1))
+        policy_map.append(0.5 * ((policy_output(logits) - base_policy) ** 2).sum(-1).float())
         value_map.append(0.5 * (values - base_value) ** 2)
     grid = (len(rows), len(cols))
     policy_map, value_map = torch.cat(policy_map).view(grid), torch.cat(value_map).view(grid)
@@ -84,7 +105,8 @@ def perturbation_saliency(
 def overlay(rgb: np.ndarray, saliency: torch.Tensor, channel: int) -> np.ndarray:
     """The RGB frame with a (84, 84) non-negative map added to one colour channel (scaled to its max)."""
     large = F.interpolate(saliency[None, None].float(), size=rgb.shape[:2], mode="bilinear")[0, 0].numpy()  # (210, 160)
-    large = large / max(float(large.max()), 1e-12)
+    peak = float(large.max())
+    large = large / peak if peak > 0 else large  # an untrained agent's maps peak around 1e-14: scale them all the same
     image = rgb.astype(np.float32)
     image[..., channel] = np.clip(image[..., channel] + 255.0 * large, 0, 255)
     return image.astype(np.uint8)
@@ -96,8 +118,12 @@ class Args:
     """a `.cleanrl_model` file written by any training script (recurrent agents are explained at the state they had)"""
     frames: int = 4
     """how many states of one evaluation episode to explain"""
+    warmup: int = 201
+    """unperturbed agent steps played before the first explained state (section 4.7: more than 200)"""
     spacing: int = 40
     """agent steps between the explained states"""
+    policy: PolicyOutput = "probs"
+    """S_pi on the softmaxed policy ("probs", section 4.7) or on the raw logits ("logits", Greydanus et al.'s code)"""
     stride: int = 1
     """grid step in 84x84 pixels (1 = every pixel)"""
     sigma: float = 5.0
@@ -105,7 +131,19 @@ class Args:
     seed: int = 6_000_000
     """seed of the episode"""
     out: Optional[str] = None
-    """output PNG (default: `perturbation_step_*.png` beside the checkpoint)"""
+    """output PNG (default: `perturbation_step_*.png` beside the checkpoint); an existing file is kept (`-2`, ...)"""
+
+
+def check_args(args: Args) -> None:
+    check_at_least("--frames", args.frames)
+    check_at_least("--spacing", args.spacing)
+    check_at_least("--stride", args.stride)
+    check_at_least("--warmup", args.warmup, 0)
+    if not args.sigma > 0:
+        sys.exit(f"error: --sigma {args.sigma}: must be positive")
+    check_checkpoint_exists(args.checkpoint)
+    if args.out is not None:
+        check_output_file(args.out)
 
 
 def main(args: Args) -> str:
@@ -114,41 +152,55 @@ def main(args: Args) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if args.frames < 1 or args.stride < 1 or args.sigma <= 0:
-        sys.exit("error: --frames and --stride must be at least 1 and --sigma positive")
+    from attention_utils.checkpoints import PlayedGame, is_recurrent, load_agent, policy_and_value
+
+    check_args(args)
     loaded = load_agent(args.checkpoint)
     agent = loaded.agent
+    recurrent = is_recurrent(agent)
     game = PlayedGame(loaded, args.seed)
-    explained = []  # (RGB frame, observation, the agent's policy and value at that point of the game)
-    for step in range(args.frames * args.spacing):
-        if step % args.spacing == args.spacing - 1:
-            explained.append((game.rgb(), game.obs.clone(), policy_and_value(agent, game.memories[0])))
+    explained_steps = [args.warmup + i * args.spacing for i in range(args.frames)]
+    explained = []  # (step, RGB frame, observation, the agent's policy and value at that point of the game)
+    since_restart = 0  # steps since the agent last started afresh: an episode start (recurrent agents: also a lost life)
+    for step in range(explained_steps[-1] + 1):
+        if step in explained_steps:
+            if since_restart < args.warmup:
+                print(
+                    f"note: the state at step {step} is {since_restart} steps after "
+                    f"{'a restart of the agent' if recurrent else 'an episode start'}, fewer than --warmup {args.warmup}"
+                )
+            explained.append((step, game.rgb(), game.obs.clone(), policy_and_value(agent, game.memories[0])))
+            if step == explained_steps[-1]:
+                break
         with torch.no_grad():
             action = (
-                game.memories[0].act(agent, game.obs[None])
-                if is_recurrent(agent)
-                else agent.get_action_and_value(game.obs[None])[0]
+                game.memories[0].act(agent, game.obs[None]) if recurrent else agent.get_action_and_value(game.obs[None])[0]
             )
-        game.step(int(action))
+        lives = game.lives
+        episode_over = game.step(int(action))
+        since_restart = 0 if episode_over or (recurrent and game.lives < lives) else since_restart + 1
     game.close()
+    print(f"explained states at steps {', '.join(map(str, explained_steps))}; S_pi on the {args.policy}", flush=True)
     fig, axes = plt.subplots(len(explained), 3, figsize=(7.5, 3.6 * len(explained)), squeeze=False)
-    for row, (rgb, stacked, policy_and_value_here) in enumerate(explained):
-        policy_map, value_map = perturbation_saliency(policy_and_value_here, stacked, args.stride, args.sigma)
+    policy_name = "probabilities" if args.policy == "probs" else "logits"
+    for row, (step, rgb, stacked, policy_and_value_here) in enumerate(explained):
+        policy_map, value_map = perturbation_saliency(
+            policy_and_value_here, stacked, args.stride, args.sigma, policy=args.policy
+        )
         for col, (image, title) in enumerate(
             [
-                (rgb, "frame"),
-                (overlay(rgb, policy_map, 2), "policy saliency (blue)"),
+                (rgb, f"step {step}"),
+                (overlay(rgb, policy_map, 2), f"policy saliency (blue, {policy_name})"),
                 (overlay(rgb, value_map, 0), "value saliency (red)"),
             ]
         ):
             axes[row, col].imshow(image)
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
-            if row == 0:
-                axes[row, col].set_title(title, fontsize=9)
+            axes[row, col].set_title(title, fontsize=9)
     fig.tight_layout()
-    out = args.out or os.path.join(
-        os.path.dirname(os.path.abspath(args.checkpoint)), f"perturbation_step_{loaded.global_step:09d}.png"
+    out = free_path(
+        args.out or os.path.join(beside_checkpoint(args.checkpoint), f"perturbation_step_{loaded.global_step:09d}.png")
     )
     fig.savefig(out, dpi=80)
     plt.close(fig)

@@ -68,26 +68,53 @@ def test_enjoy_refuses_a_non_checkpoint(tmp_path):
 
 def test_perturbation_finds_the_pixels_that_matter():
     """A toy agent whose logits read one 6x6 patch and whose value reads another: the policy map peaks
-    on the first patch, the value map on the second."""
+    on the first patch, the value map on the second, on the probabilities (default) and on the logits."""
     obs = torch.zeros(4, 84, 84, dtype=torch.uint8)
     obs[:, 20:26, 60:66] = 255  # the policy's patch
     obs[:, 60:66, 10:16] = 255  # the value's patch
 
     def policy_and_value(batch):
-        x = batch.float()
+        x = batch.float() / 255
         policy_patch = x[:, :, 20:26, 60:66].mean((1, 2, 3))
         return torch.stack([policy_patch, -policy_patch], -1), x[:, :, 60:66, 10:16].mean((1, 2, 3))
 
-    policy_map, value_map = perturbation_saliency(policy_and_value, obs, stride=1, sigma=3.0)
-    assert policy_map.shape == value_map.shape == (84, 84)
-    assert (policy_map >= 0).all() and (value_map >= 0).all()
-    peak_row, peak_col = divmod(int(policy_map.argmax()), 84)
-    assert 18 <= peak_row <= 27 and 58 <= peak_col <= 67
-    peak_row, peak_col = divmod(int(value_map.argmax()), 84)
-    assert 58 <= peak_row <= 67 and 8 <= peak_col <= 17
-    assert float(policy_map[60:66, 10:16].max()) < 1e-6  # the policy does not read the value's patch
+    for policy in ("probs", "logits"):
+        policy_map, value_map = perturbation_saliency(policy_and_value, obs, stride=2, sigma=3.0, policy=policy)
+        assert policy_map.shape == value_map.shape == (84, 84)
+        assert (policy_map >= 0).all() and (value_map >= 0).all()
+        peak_row, peak_col = divmod(int(policy_map.argmax()), 84)
+        assert 18 <= peak_row <= 27 and 58 <= peak_col <= 67
+        peak_row, peak_col = divmod(int(value_map.argmax()), 84)
+        assert 58 <= peak_row <= 67 and 8 <= peak_col <= 17
+        assert float(policy_map[60:66, 10:16].max()) < 1e-6  # the policy does not read the value's patch
     coarse_policy, _ = perturbation_saliency(policy_and_value, obs, stride=4, sigma=3.0)
     assert coarse_policy.shape == (84, 84)
+
+
+def test_perturbation_policy_saliency_is_on_the_probabilities():
+    """Section 4.7's S_pi = 1/2 ||pi(X') - pi(X)||^2 with pi the softmax. Two actions with logits (z, 0):
+    pi(X') - pi(X) = (sigma(z') - sigma(z)) (1, -1), so S_pi = (sigma(z') - sigma(z))^2, while the logits'
+    form is 1/2 (z' - z)^2; at z = 0 with a tiny change sigma' = 1/4, so the ratio is 2 (1/4)^2 = 1/8.
+    Logits that move together (z, z) leave the probabilities unchanged: S_pi = 0, not so on the logits."""
+    obs = torch.zeros(4, 84, 84, dtype=torch.uint8)
+    obs[:, 30:40, 30:40] = 255
+
+    def logits_z_zero(batch):  # z = 0 for the clean observation, tiny changes when the patch is blurred
+        z = 1e-3 * (batch.float()[:, :, 30:40, 30:40].mean((1, 2, 3)) / 255 - 1)
+        return torch.stack([z, torch.zeros_like(z)], -1), torch.zeros(len(batch))
+
+    probs_map, _ = perturbation_saliency(logits_z_zero, obs, stride=6, sigma=3.0)
+    logits_map, _ = perturbation_saliency(logits_z_zero, obs, stride=6, sigma=3.0, policy="logits")
+    moved = logits_map > 1e-3 * logits_map.max()
+    assert moved.sum() > 10
+    assert torch.allclose(probs_map[moved] / logits_map[moved], torch.full_like(probs_map[moved], 1 / 8), rtol=1e-3)
+
+    def shifted_together(batch):
+        z = batch.float()[:, :, 30:40, 30:40].mean((1, 2, 3)) / 255
+        return torch.stack([z, z], -1), torch.zeros(len(batch))
+
+    assert float(perturbation_saliency(shifted_together, obs, stride=6)[0].max()) < 1e-12
+    assert float(perturbation_saliency(shifted_together, obs, stride=6, policy="logits")[0].max()) > 1e-3
 
 
 def test_gaussian_blur_keeps_mass_and_smooths():
@@ -98,29 +125,47 @@ def test_gaussian_blur_keeps_mass_and_smooths():
     assert float(blurred.sum()) == pytest.approx(1.0, abs=1e-4) and float(blurred.max()) < 0.05
 
 
-@pytest.mark.parametrize("script", ["ppo_atari_fls.py", TOPDOWN])
-def test_perturbation_cli_writes_overlays(checkpoints, tmp_path, script):
+@pytest.mark.parametrize("script, policy", [("ppo_atari_fls.py", "logits"), (TOPDOWN, "probs")])
+def test_perturbation_cli_writes_overlays(checkpoints, tmp_path, script, policy):
     out = tmp_path / "perturbation.png"
-    proc = run(
-        [
-            "-m",
-            "attention_utils.perturbation",
-            "--checkpoint",
-            checkpoints[script],
-            "--frames",
-            "2",
-            "--spacing",
-            "10",
-            "--stride",
-            "3",
-            "--out",
-            out,
-        ],
-        REPO,
-    )
+    command = ["-m", "attention_utils.perturbation", "--checkpoint", checkpoints[script], "--frames", "2", "--spacing", "10"]
+    command += ["--stride", "3", "--out", out, "--policy", policy]
+    proc = run(command, REPO)
     assert proc.returncode == 0, describe(proc)
+    assert f"explained states at steps 201, 211; S_pi on the {policy}" in proc.stdout  # after 201 unperturbed steps
     image = matplotlib.image.imread(out)
     assert image.shape[0] > 300 and image.shape[1] > 400  # 2 rows of frame | policy | value
+
+    # the policy saliency is drawn (blue on the black background) even where an untrained agent's map peaks near 1e-14
+    def pure_blue(panel):
+        return int(((panel[..., 2] > 0.3) & (panel[..., 0] < 0.1) & (panel[..., 1] < 0.1)).sum())
+
+    third = image.shape[1] // 3
+    assert pure_blue(image[:, third : 2 * third]) > 100 > pure_blue(image[:, :third])
+
+
+def test_perturbation_policy_flag_reaches_the_saliency(checkpoints, tmp_path, monkeypatch):
+    """In process: main hands --policy to perturbation_saliency for every explained state."""
+    from attention_utils import perturbation
+
+    seen = []
+
+    def recording(policy_and_value, obs, stride, sigma, policy):
+        seen.append(policy)
+        return torch.rand(84, 84), torch.rand(84, 84)
+
+    monkeypatch.setattr(perturbation, "perturbation_saliency", recording)
+    for policy in ("logits", "probs"):
+        args = perturbation.Args(
+            checkpoint=str(checkpoints["ppo_atari_fls.py"]),
+            frames=2,
+            warmup=3,
+            spacing=2,
+            policy=policy,
+            out=str(tmp_path / "p.png"),
+        )
+        perturbation.main(args)
+    assert seen == ["logits", "logits", "probs", "probs"]
 
 
 @pytest.mark.parametrize("script", ["ppo_atari_fls.py", "ppo_atari_selfattn.py", TOPDOWN])
