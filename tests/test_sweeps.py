@@ -225,6 +225,15 @@ def test_thesis_grids_are_4_games_by_archs_by_3_seeds(sweep, program, archs):
     assert parameter_values(params["seed"]) == [1, 2, 3]
     assert (parameter_values(params["arch"]) if "arch" in params else None) == archs
     assert math.prod(len(parameter_values(spec)) for spec in params.values()) == 4 * 3 * (len(archs) if archs else 1)
-    chosen = {"env-id": "Enduro", **({"arch": archs[-1]} if archs else {}), "seed": 2, "track": True}
-    expected = ["--env-id=Enduro", *([f"--arch={archs[-1]}"] if archs else []), "--seed=2", "--track"]
+    if archs:  # the thesis's Adaptive agent is defined by its learned attention spans; the spatio-temporal reuses it
+        assert params["adaptive-span"] == {"value": True}
+    span = {"adaptive-span": True} if archs else {}
+    chosen = {"env-id": "Enduro", **({"arch": archs[-1]} if archs else {}), "seed": 2, **span, "track": True}
+    expected = [
+        "--env-id=Enduro",
+        *([f"--arch={archs[-1]}"] if archs else []),
+        "--seed=2",
+        *(["--adaptive-span"] if archs else []),
+        "--track",
+    ]
     assert agent_command(config, chosen) == ["/usr/bin/env", "python", program, *expected]
