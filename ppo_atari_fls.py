@@ -194,13 +194,24 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16
     or AMX (read from /proc/cpuinfo; elsewhere the CPU is assumed not to)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere (compute capability 8.0) and newer, or ROCm; older cards only emulate bf16
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu" and os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             flags = f.read()
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return False
+
+
+def configure_determinism(deterministic: bool, precision: str, device: torch.device) -> None:
+    """`--torch-deterministic`: cuDNN's deterministic kernels and, on CUDA, deterministic algorithms everywhere (cuBLAS
+    needs its workspace setting for that; an op without a deterministic kernel warns). `--precision fp32` also turns
+    TF32 off in CUDA matmuls and convolutions, so fp32 means fp32."""
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -373,7 +384,7 @@ class Agent(nn.Module):
     def get_action_and_value(self, x, action=None, deterministic=False):
         hidden = self.hidden(x)
         logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
-        probs = Categorical(logits=logits)
+        probs = Categorical(logits=logits, validate_args=False)  # no per-call checks (a device sync each)
         if action is None:
             action = logits.argmax(-1) if deterministic else probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float()
@@ -507,7 +518,12 @@ def write_atomically(path: str, write) -> None:
 
 def save_checkpoint(path: str, agent, optimizer, args: Args, global_step: int, iteration: int) -> None:
     """Everything a resumed run needs: weights, optimizer, settings, counters and the RNG states."""
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    device = next(agent.parameters()).device
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "device": device.type}
+    if device.type == "cuda":  # actions are sampled on the device: its random stream is part of the run's state
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        rng["mps"] = torch.mps.get_rng_state()
     checkpoint = {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args), "rng": rng}
     checkpoint.update(
         global_step=global_step, iteration=iteration, script=os.path.basename(__file__), variant=variant_name(args)
@@ -524,6 +540,14 @@ def load_checkpoint(checkpoint: dict, agent, optimizer) -> tuple[int, int]:
     random.setstate(checkpoint["rng"]["python"])
     np.random.set_state(checkpoint["rng"]["numpy"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
+    device, saved_device = next(agent.parameters()).device, checkpoint["rng"].get("device", "cpu")
+    if device.type == saved_device == "cuda":
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+    elif device.type == saved_device == "mps":
+        torch.mps.set_rng_state(checkpoint["rng"]["mps"])
+    elif device.type != saved_device:
+        print(f"resume: written on {saved_device}, continuing on {device.type}: weights and optimizer moved; the sampling "
+              f"random stream starts afresh from the CPU one (a {saved_device} stream does not carry over)")  # fmt: skip
     return checkpoint["global_step"], checkpoint["iteration"] + 1
 
 
@@ -579,13 +603,13 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.torch_threads or num_cores)
     cuda, mps = args.cuda and torch.cuda.is_available(), args.cuda and torch.backends.mps.is_available()
     device = torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if args.precision == "auto":  # emulated bf16 (e.g. AVX2-only CPUs) is several times slower than fp32
         args.precision = "bf16" if native_bf16(device) else "fp32"
+    configure_determinism(args.torch_deterministic, args.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
 
     if args.eval_only:  # the long evaluation of a checkpoint (Free-Lunch Saliency: 8192 episodes on unseen seeds)
@@ -767,14 +791,13 @@ if __name__ == "__main__":
         # Optimizing the policy and value network
         update_start = time.time()
         torch.set_num_threads(args.torch_threads or num_cores)
-        b_inds = np.arange(args.batch_size)
         clipfracs = []
         skipped_minibatches = 0
         for epoch in range(args.update_epochs):
-            np.random.shuffle(b_inds)
+            b_inds = torch.randperm(args.batch_size, device=device)  # minibatch indices made on the device
             for start in range(0, args.batch_size, args.minibatch_size):
                 end = start + args.minibatch_size
-                mb_inds = torch.from_numpy(b_inds[start:end]).to(device)
+                mb_inds = b_inds[start:end]
                 mb_valid = b_valid[mb_inds]
                 num_valid = mb_valid.sum().clamp(min=1.0)
 
@@ -787,7 +810,7 @@ if __name__ == "__main__":
                     # calculate approx_kl http://joschu.net/blog/kl-approx.html
                     old_approx_kl = ((-logratio) * mb_valid).sum() / num_valid
                     approx_kl = (((ratio - 1) - logratio) * mb_valid).sum() / num_valid
-                    clipfracs += [((((ratio - 1.0).abs() > clip_coef).float() * mb_valid).sum() / num_valid).item()]
+                    clipfracs += [(((ratio - 1.0).abs() > clip_coef).float() * mb_valid).sum() / num_valid]  # on the device
 
                 mb_advantages = b_advantages[mb_inds]
                 if args.norm_adv:
@@ -876,7 +899,7 @@ if __name__ == "__main__":
         writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
         writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
         writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("losses/skipped_minibatches", skipped_minibatches, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)

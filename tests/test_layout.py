@@ -21,9 +21,12 @@ SHARED_FUNCTIONS = [
     "parse_game",
     "make_env",
     "native_bf16",
+    "configure_determinism",
     "layer_init",
+    "write_atomically",
     "save_checkpoint",
     "load_checkpoint",
+    "request_stop",
 ]
 # ... and the feed-forward ones also these (the recurrent ones carry a state through them)
 FEEDFORWARD_FUNCTIONS = ["compute_gae", "evaluate", "receive"]
@@ -39,11 +42,10 @@ WITHOUT_PACKAGE = (
 FEEDFORWARD_ONLY_LINES = [
     "action, logprob, _, value = get_action_and_value(next_obs[rows])",
     "next_value = get_value(next_obs).reshape(1, -1)",
-    "b_inds = np.arange(args.batch_size)",
-    "np.random.shuffle(b_inds)",
+    "b_inds = torch.randperm(args.batch_size, device=device)  # minibatch indices made on the device",
     "for start in range(0, args.batch_size, args.minibatch_size):",
     "end = start + args.minibatch_size",
-    "mb_inds = torch.from_numpy(b_inds[start:end]).to(device)",
+    "mb_inds = b_inds[start:end]",
     "_, newlogprob, entropy, newvalue = get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])",
     "loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef",
 ]

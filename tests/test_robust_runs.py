@@ -389,3 +389,16 @@ def test_tools_write_files_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["table.md"]  # no temporary file left behind
     write_text(path, "second version\n")
     assert path.read_text() == "second version\n"
+
+
+def test_resume_onto_another_device_says_what_changed(tmp_path, finished_run):
+    run_dir = copy_run(finished_run, tmp_path / "run", {"args.json", "evals.csv", "step_000000064.cleanrl_model"})
+    path = run_dir / "step_000000064.cleanrl_model"
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["rng"]["device"] == "cpu" and "cuda" not in checkpoint["rng"]  # written on this CPU
+    checkpoint["rng"] |= {"device": "cuda", "cuda": torch.zeros(16, dtype=torch.uint8)}  # as a CUDA run writes it
+    torch.save(checkpoint, path)
+    proc = run_script(["--resume", run_dir, "--torch-threads", "1", "--env-threads", "1"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert "resume: written on cuda, continuing on cpu" in proc.stdout, describe(proc)
+    assert load_checkpoint(run_dir / "step_000000096.cleanrl_model")["rng"]["device"] == "cpu"
