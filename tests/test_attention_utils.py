@@ -168,39 +168,37 @@ def test_perturbation_policy_flag_reaches_the_saliency(checkpoints, tmp_path, mo
     assert seen == ["logits", "logits", "probs", "probs"]
 
 
-@pytest.mark.parametrize("script", ["ppo_atari_fls.py", "ppo_atari_selfattn.py", TOPDOWN])
-def test_novel_object_injection(checkpoints, tmp_path, script):
+@pytest.mark.parametrize(
+    "script, sprite",
+    [("ppo_atari_fls.py", "fish"), ("ppo_atari_selfattn.py", "fish"), (TOPDOWN, "fish"), ("ppo_atari_fls.py", "checkerboard")],
+)
+def test_novel_object_injection(checkpoints, tmp_path, script, sprite):
     import csv
 
     out = tmp_path / "novel"
-    proc = run(
-        [
-            "-m",
-            "attention_utils.novel_object",
-            "--checkpoint",
-            checkpoints[script],
-            "--inject-step",
-            "10",
-            "--steps",
-            "30",
-            "--out",
-            out,
-        ],
-        REPO,
-    )
+    command = ["-m", "attention_utils.novel_object", "--checkpoint", checkpoints[script], "--sprite", sprite]
+    proc = run(command + ["--inject-step", "10", "--steps", "30", "--out", out], REPO)
     assert proc.returncode == 0, describe(proc)
     rows = list(csv.DictReader(open(f"{out}.csv")))
     assert len(rows) == 30 and [int(r["injected"]) for r in rows] == [0] * 10 + [1] * 20
     before, after = rows[:10], rows[10:]
     # before the injection both passes see the same observation: no change at all
     assert all(float(r["policy_kl"]) == 0 and r["attention_on_sprite"] == r["attention_on_sprite_without"] for r in before)
-    # after it the sprite moves the policy and the attention inside its box
-    assert all(float(r["policy_kl"]) > 0 for r in after)
+    assert all(r["sprite_col"] == "" and int(r["visible_pixels"]) == 0 for r in before)
+    # after it the object moves the policy and the attention inside its box
+    # (an untrained agent's KL is ~1e-16: the fish's first few pixels may move it less than fp64 resolves)
+    assert all(float(r["policy_kl"]) > 0 for r in after[3:])
     assert all(r["attention_on_sprite"] != r["attention_on_sprite_without"] for r in after)
+    if sprite == "fish":  # from just off the left edge (column 1 - 8), one column per step, its nose first
+        assert [int(r["sprite_col"]) for r in after] == [-7 + i for i in range(20)]
+        assert [int(r["visible_pixels"]) for r in after[:3]] == [3, 8, 13]  # columns 7, 6 + 7, 5 + 6 + 7 of the fish
+        assert [float(r["uniform_share"]) for r in after[:2]] == [5 / 84**2, 10 / 84**2]
+    else:
+        assert all((int(r["sprite_row"]), int(r["sprite_col"]), int(r["visible_pixels"]) > 0) == (30, 30, True) for r in after)
     for r in rows:
         assert sum(map(float, r["action_probs"].split(";"))) == pytest.approx(1.0, abs=1e-3)
     assert matplotlib.image.imread(f"{out}.png").shape[0] > 300
-    if script == TOPDOWN:  # the counterfactual copy carries its own state: the same until the sprite is seen, then not
+    if script == TOPDOWN:  # the counterfactual copy carries its own state: the same until the object is seen, then not
         changes = [float(r["state_change"]) for r in rows]  # the state each step's observation is seen with
         assert all(change == 0 for change in changes[:11])
         assert sum(change > 0 for change in changes[11:]) >= len(changes[11:]) // 2  # a lost life resets both to zeros
@@ -208,8 +206,43 @@ def test_novel_object_injection(checkpoints, tmp_path, script):
         assert all(r["state_change"] == "" for r in rows)
 
 
+def test_fish_path_through_the_stacked_frames():
+    """Frame k of step t's observation was rendered at step t - 3 + k: with the fish injected at step 10 from
+    column -7 at 2 columns per step, step 12's frames show it at steps 9 (not yet), 10, 11, 12. Bobbing by 4
+    rows every 8 steps puts it 4 rows lower a quarter period (2 steps) in."""
+    from attention_utils.novel_object import Args, position_at, stacked_positions
+
+    args = Args(checkpoint="x", inject_step=10, col=-7, speed=2.0)
+    assert stacked_positions(args, 12) == [None, (30, -7), (30, -5), (30, -3)]
+    assert stacked_positions(args, 9) == [None] * 4
+    assert position_at(Args(checkpoint="x", amplitude=4, period=8), 2) == (34, -5)  # default column: 1 - 8, + 2
+    checkerboard = Args(checkpoint="x", sprite="checkerboard", inject_step=5)
+    assert stacked_positions(checkerboard, 5) == [(30, 30)] * 4 and stacked_positions(checkerboard, 4) == [None] * 4
+
+
+def test_fish_is_clipped_at_the_screen_edges():
+    from attention_utils.novel_object import FISH_GREY, FISH_ROWS, fish_sprite, paste
+
+    obs = torch.zeros(4, 84, 84, dtype=torch.uint8)
+    seen = paste(obs, fish_sprite(), [None, None, (10, -5), (82, 80)])
+    assert seen[:2].max() == 0
+    drawn = torch.tensor([[FISH_GREY.get(c, 0) for c in row] for row in FISH_ROWS], dtype=torch.uint8)  # (5, 8)
+    assert torch.equal(seen[2, 10:15, :3], drawn[:, 5:]) and int((seen[2] > 0).sum()) == int((drawn[:, 5:] > 0).sum())
+    assert torch.equal(seen[3, 82:, 80:], drawn[:2, :4])  # the bottom-right corner: 2 rows, 4 columns
+    big = fish_sprite(3)[0]
+    assert big.shape == (15, 24) and torch.equal(big[::3, ::3], drawn)
+
+
 def test_novel_object_sprite_must_fit(checkpoints):
-    proc = run(["-m", "attention_utils.novel_object", "--checkpoint", checkpoints["ppo_atari_fls.py"], "--row", "80"], REPO)
+    command = [
+        "-m",
+        "attention_utils.novel_object",
+        "--checkpoint",
+        checkpoints["ppo_atari_fls.py"],
+        "--sprite",
+        "checkerboard",
+    ]
+    proc = run(command + ["--row", "80"], REPO)
     assert proc.returncode != 0
     assert (
         proc.stderr.strip().splitlines()[-1]
