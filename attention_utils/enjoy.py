@@ -6,7 +6,6 @@ on every frame (the training script's own picture, `attention_utils.pictures`: p
 """
 
 import os
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Optional
@@ -15,8 +14,7 @@ import numpy as np
 import torch
 import tyro
 
-from attention_utils.checkpoints import load_agent
-from attention_utils.pictures import record_video
+from attention_utils.cli_checks import beside_checkpoint, check_at_least, check_checkpoint_exists, check_output_folder
 
 
 @dataclass
@@ -26,7 +24,7 @@ class Args:
     episodes: int = 1
     """how many full games to play (each one is recorded)"""
     out: Optional[str] = None
-    """folder for the videos (default: `enjoy/` beside the checkpoint)"""
+    """folder for the videos (default: `enjoy/` beside the checkpoint); videos already there are kept (`-2`, ...)"""
     seed: int = 5_000_000
     """seed of the first episode (episode i uses seed + i; training and evaluation use other seeds)"""
     deterministic: bool = False
@@ -37,13 +35,24 @@ class Args:
     """torch threads; 0 = all cores"""
 
 
+def check_args(args: Args) -> None:
+    """Everything that can be checked before the checkpoint is loaded."""
+    check_at_least("--episodes", args.episodes)
+    check_at_least("--threads", args.threads, 0)
+    check_checkpoint_exists(args.checkpoint)
+    if args.out is not None:
+        check_output_folder(args.out)
+
+
 def main(args: Args) -> list[float]:
-    if args.episodes < 1:
-        sys.exit(f"error: --episodes {args.episodes}: give at least 1")
+    check_args(args)
+    from attention_utils.checkpoints import load_agent
+    from attention_utils.pictures import record_video
+
     torch.set_num_threads(args.threads or os.cpu_count())
     loaded = load_agent(args.checkpoint)
     game = loaded.script.parse_game(args.game) if args.game else loaded.game
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "enjoy")
+    out = args.out or os.path.join(beside_checkpoint(args.checkpoint), "enjoy")
     os.makedirs(out, exist_ok=True)
     stem = os.path.basename(args.checkpoint).removesuffix(".cleanrl_model")
     returns = []

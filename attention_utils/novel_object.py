@@ -189,6 +189,7 @@ def check_args(args: Args) -> None:
 
 @torch.no_grad()
 def main(args: Args) -> str:
+    check_args(args)  # before the slow imports
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,7 +197,6 @@ def main(args: Args) -> str:
 
     from attention_utils.checkpoints import PlayedGame, input_saliency, is_recurrent, load_agent, policy_and_value
 
-    check_args(args)
     loaded = load_agent(args.checkpoint)
     agent = loaded.agent
     recurrent = is_recurrent(agent)

@@ -147,6 +147,7 @@ def check_args(args: Args) -> None:
 
 
 def main(args: Args) -> str:
+    check_args(args)  # before the slow imports
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,7 +155,6 @@ def main(args: Args) -> str:
 
     from attention_utils.checkpoints import PlayedGame, is_recurrent, load_agent, policy_and_value
 
-    check_args(args)
     loaded = load_agent(args.checkpoint)
     agent = loaded.agent
     recurrent = is_recurrent(agent)

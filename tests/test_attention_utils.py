@@ -62,8 +62,10 @@ def test_enjoy_refuses_a_non_checkpoint(tmp_path):
     bogus = tmp_path / "x.cleanrl_model"
     bogus.write_text("not a checkpoint")
     proc = run(["-m", "attention_utils.enjoy", "--checkpoint", bogus], REPO)
-    assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bogus} is not a checkpoint")
+    # the wording is checkpoints.load_agent's: one line naming the file
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: ")
+    assert str(bogus) in proc.stderr
 
 
 def test_perturbation_finds_the_pixels_that_matter():
@@ -248,6 +250,86 @@ def test_novel_object_sprite_must_fit(checkpoints):
         proc.stderr.strip().splitlines()[-1]
         == "error: the sprite (8x8 at row 80, column 30) must lie inside the 84x84 observation"
     )
+
+
+def refusals(tmp_path):
+    """(tool module, its Args' settings, the error line) for bad arguments of the three checkpoint tools; the
+    checkpoint is a dummy file, never loaded, as every refusal comes first."""
+    dummy = tmp_path / "dummy.cleanrl_model"
+    dummy.write_text("never loaded")
+    folder, a_file, missing = tmp_path, dummy, tmp_path / "missing.cleanrl_model"
+    missing_line = f"error: --checkpoint {missing}: no such file or folder; give a .cleanrl_model checkpoint or a run folder"
+    return [
+        ("enjoy", dict(episodes=0), "error: --episodes 0: must be at least 1"),
+        ("enjoy", dict(episodes=-3), "error: --episodes -3: must be at least 1"),
+        ("enjoy", dict(threads=-1), "error: --threads -1: must be at least 0"),
+        ("enjoy", dict(checkpoint=str(missing)), missing_line),
+        ("enjoy", dict(out=str(a_file)), f"error: --out {a_file} is a file; give a folder (new or existing)"),
+        ("perturbation", dict(frames=0), "error: --frames 0: must be at least 1"),
+        ("perturbation", dict(spacing=0), "error: --spacing 0: must be at least 1"),
+        ("perturbation", dict(stride=-1), "error: --stride -1: must be at least 1"),
+        ("perturbation", dict(warmup=-1), "error: --warmup -1: must be at least 0"),
+        ("perturbation", dict(sigma=0.0), "error: --sigma 0.0: must be positive"),
+        ("perturbation", dict(checkpoint=str(missing)), missing_line),
+        (
+            "perturbation",
+            dict(out=str(folder)),
+            f"error: --out {folder} is a folder; give a file name (e.g. {folder / 'out.png'})",
+        ),
+        ("novel_object", dict(steps=0), "error: --steps 0: must be at least 1"),
+        (
+            "novel_object",
+            dict(steps=30, inject_step=30),
+            "error: --inject-step 30 must be inside the recorded stretch (0 .. --steps 30 - 1)",
+        ),
+        ("novel_object", dict(fish_scale=0), "error: --fish-scale 0: must be at least 1"),
+        ("novel_object", dict(period=0.0), "error: --period 0.0: must be positive"),
+        (
+            "novel_object",
+            dict(col=-20, speed=-1.0),
+            "error: the fish (from row 30, column -20, -1 columns per step) never enters the 84x84 observation in steps "
+            "0 .. 149; change --row, --col or --speed",
+        ),
+        ("novel_object", dict(checkpoint=str(missing)), missing_line),
+        (
+            "novel_object",
+            dict(out=str(folder)),
+            f"error: --out {folder} is a folder; give a file name (e.g. {folder / 'out.png'})",
+        ),
+    ]
+
+
+def test_tools_refuse_bad_arguments_before_any_work(tmp_path):
+    import importlib
+
+    for tool, changes, line in refusals(tmp_path):
+        module = importlib.import_module(f"attention_utils.{tool}")
+        args = module.Args(**{"checkpoint": str(tmp_path / "dummy.cleanrl_model"), **changes})
+        with pytest.raises(SystemExit) as error:
+            module.main(args)
+        assert str(error.value) == line, (tool, changes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dummy.cleanrl_model"]  # nothing written
+
+
+@pytest.mark.parametrize("tool, flag", [("enjoy", "--episodes"), ("perturbation", "--frames"), ("novel_object", "--steps")])
+def test_non_positive_counts_end_in_one_line(tmp_path, tool, flag):
+    """Through the real entry point: exit status 1, one line on stderr, no traceback."""
+    dummy = tmp_path / "dummy.cleanrl_model"
+    dummy.write_text("never loaded")
+    proc = run(["-m", f"attention_utils.{tool}", "--checkpoint", dummy, flag, "0"], tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [f"error: {flag} 0: must be at least 1"]
+
+
+def test_free_path_keeps_what_was_written(tmp_path):
+    from attention_utils.cli_checks import free_path
+
+    (tmp_path / "a.png").write_text("")
+    assert free_path(str(tmp_path / "a.png")) == str(tmp_path / "a-2.png")
+    assert free_path(str(tmp_path / "b.png")) == str(tmp_path / "b.png")
+    (tmp_path / "c.csv").write_text("")  # a pair of outputs: either one taken moves both
+    assert free_path(str(tmp_path / "c"), (".csv", ".png")) == str(tmp_path / "c-2")
+    (tmp_path / "c-2.png").write_text("")
+    assert free_path(str(tmp_path / "c"), (".csv", ".png")) == str(tmp_path / "c-3")
 
 
 # ---------------------------------------------------------------------------------------------------
