@@ -122,18 +122,26 @@ class Args:
     """envpool worker threads for each half of the envs; 0 = one per core"""
 
     # Architecture
-    # (defaults sized for a 2-core CPU, where they train at 63-75% of the SPS of ppo_atari_selfattn.py's NA agent;
-    # one head: two heads train about 30% slower there. With a GPU try e.g. --embed-dim 64 --heads 4 --depth 2 --mlp-ratio 4)
-    embed_dim: int = 16
-    """token embedding size D"""
-    heads: int = 1
-    """attention heads in each time and space attention (must divide `embed_dim`)"""
-    depth: int = 1
-    """divided space-time blocks (time attention, space attention, MLP)"""
-    mlp_ratio: int = 2
-    """hidden size of each block's MLP, as a multiple of `embed_dim`"""
-    patch_size: Literal[4, 6, 7, 12, 14, 21, 28, 42] = 12
-    """side of the square patches each 84x84 frame is cut into (12: 7x7 = 49 tokens per frame)"""
+    # (`cpu` sizes: trained at 63-75% of the SPS of ppo_atari_selfattn.py's NA agent on a 2-core CPU; one head: two
+    # heads train about 30% slower there)
+    preset: Literal["cpu", "gpu"] = "cpu"
+    """the network sizes left unset take this preset's: `cpu` D 16, 1 head, 1 block, MLP x2, 12x12 patches (6,645
+    parameters for Breakout); `gpu` D 64, 4 heads, 2 blocks, MLP x4, 12x12 patches (146,693). A size given on the
+    command line always wins over the preset"""
+    embed_dim: Optional[int] = None
+    """token embedding size D (unset: the preset's)"""
+    heads: Optional[int] = None
+    """attention heads in each time and space attention, must divide `embed_dim` (unset: the preset's)"""
+    depth: Optional[int] = None
+    """divided space-time blocks (time attention, space attention, MLP) (unset: the preset's)"""
+    mlp_ratio: Optional[int] = None
+    """hidden size of each block's MLP, as a multiple of `embed_dim` (unset: the preset's)"""
+    patch_size: Optional[Literal[4, 6, 7, 12, 14, 21, 28, 42]] = None
+    """side of the square patches each 84x84 frame is cut into, 12: 7x7 = 49 tokens per frame (unset: the preset's)"""
+    pos_encoding: Literal["gaussian", "sinusoidal"] = "gaussian"
+    """how the learned space and time position embeddings start: `gaussian` N(0, 0.02^2) as in ViT and TimeSformer,
+    `sinusoidal` the sine/cosine table of "Attention Is All You Need" over the patch index and the frame index (the
+    thesis compared the two initialisations and found the sinusoidal one no better)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -142,6 +150,19 @@ class Args:
     """the mini-batch size (computed in runtime)"""
     num_iterations: int = 0
     """the number of iterations (computed in runtime)"""
+
+    # the sizes of each `--preset` (not a dataclass field: no annotation)
+    PRESETS = {
+        "cpu": {"embed_dim": 16, "heads": 1, "depth": 1, "mlp_ratio": 2, "patch_size": 12},
+        "gpu": {"embed_dim": 64, "heads": 4, "depth": 2, "mlp_ratio": 4, "patch_size": 12},
+    }
+
+    def __post_init__(self):
+        """Fill the sizes left unset (None) from the preset: explicit values, on the command line or from a
+        checkpoint's args, are never overridden."""
+        for name, value in self.PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
 
 # Seed offsets from `--seed`: evaluation games, videos, attention pictures and `--eval-only` games use seeds
@@ -200,13 +221,24 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16
     or AMX (read from /proc/cpuinfo; elsewhere the CPU is assumed not to)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere (compute capability 8.0) and newer, or ROCm; older cards only emulate bf16
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu" and os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             flags = f.read()
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return False
+
+
+def configure_determinism(deterministic: bool, precision: str, device: torch.device) -> None:
+    """`--torch-deterministic`: cuDNN's deterministic kernels and, on CUDA, deterministic algorithms everywhere (cuBLAS
+    needs its workspace setting for that; an op without a deterministic kernel warns). `--precision fp32` also turns
+    TF32 off in CUDA matmuls and convolutions, so fp32 means fp32."""
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -288,6 +320,15 @@ class DividedSpaceTimeBlock(nn.Module):
         return cls, patches, {"time": time_weights, "space": space_weights, "cls": cls_weights}
 
 
+def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
+    """(positions, dim) sine/cosine position encodings ("Attention Is All You Need", Vaswani et al. 2017, section
+    3.5): PE[pos, 2i] = sin(pos / 10000^(2i / dim)), PE[pos, 2i + 1] = cos(pos / 10000^(2i / dim))."""
+    position = torch.arange(positions, dtype=torch.float64)[:, None]  # (positions, 1)
+    pair = torch.arange(dim, dtype=torch.float64) // 2  # i of the dims 2i and 2i + 1
+    angle = position / 10000 ** (2 * pair / dim)  # (positions, dim)
+    return torch.where(torch.arange(dim) % 2 == 0, angle.sin(), angle.cos()).float()
+
+
 def upsample_to_input(attention_map: torch.Tensor, patch_size: int = 12) -> torch.Tensor:
     """(N, [T,] g, g) map on the patch grid -> (N, [T,] g * patch_size, g * patch_size) (84x84): transposed
     convolution with a ones kernel of the patch size and stride, so each token lights exactly its patch."""
@@ -305,19 +346,31 @@ class Agent(nn.Module):
     frame); a learned CLS token; `depth` divided space-time blocks; LayerNorm on the CLS output; policy and
     value heads straight on it. Init: orthogonal as in the other scripts (gain sqrt(2) for the patch
     embedding and the MLPs' first layers, 1 for the attention projections and the MLPs' second layers,
-    which add to the residual stream; 0.01 policy, 1 value); CLS and position embeddings N(0, 0.02^2),
-    as in ViT and TimeSformer (the thesis found a sinusoidal initialisation of the position embeddings no
-    better than this Gaussian one)."""
+    which add to the residual stream; 0.01 policy, 1 value); CLS N(0, 0.02^2), as in ViT and TimeSformer.
+    The position embeddings are learned in both `pos_encoding`s, which only set where they start (the thesis
+    compares a Gaussian and a sinusoidal initialisation and found the sinusoidal one no better): `gaussian`
+    N(0, 0.02^2) as in ViT and TimeSformer; `sinusoidal` the sine/cosine table (`sinusoidal_table`) of the
+    patch index p = row * grid + column for space and of the frame index t (0 = oldest) for time. The same
+    table serves both, so at the start patch p of frame t and patch t of frame p carry the same sum; training
+    moves the two embeddings apart."""
 
-    def __init__(self, num_actions: int, embed_dim=16, heads=1, depth=1, mlp_ratio=2, patch_size=12, frames=4):
+    def __init__(
+        self, num_actions: int, embed_dim=16, heads=1, depth=1, mlp_ratio=2, patch_size=12, frames=4, pos_encoding="gaussian"
+    ):
         super().__init__()
         if 84 % patch_size:
             raise ValueError(f"patch size {patch_size} does not divide the 84x84 frame")
         self.patch_size, self.frames, self.grid = patch_size, frames, 84 // patch_size
         self.patch_embed = layer_init(nn.Conv2d(1, embed_dim, patch_size, stride=patch_size))
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim) * 0.02)
-        self.space_position = nn.Parameter(torch.randn(self.grid * self.grid, embed_dim) * 0.02)
-        self.time_position = nn.Parameter(torch.randn(frames, embed_dim) * 0.02)
+        if pos_encoding == "gaussian":
+            self.space_position = nn.Parameter(torch.randn(self.grid * self.grid, embed_dim) * 0.02)  # (P, D)
+            self.time_position = nn.Parameter(torch.randn(frames, embed_dim) * 0.02)  # (T, D)
+        elif pos_encoding == "sinusoidal":
+            self.space_position = nn.Parameter(sinusoidal_table(self.grid * self.grid, embed_dim))  # (P, D)
+            self.time_position = nn.Parameter(sinusoidal_table(frames, embed_dim))  # (T, D)
+        else:
+            raise ValueError(f"position encoding {pos_encoding!r} is not one of 'gaussian', 'sinusoidal'")
         self.blocks = nn.ModuleList(DividedSpaceTimeBlock(embed_dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim)
         self.actor = layer_init(nn.Linear(embed_dim, num_actions), std=0.01)
@@ -355,7 +408,7 @@ class Agent(nn.Module):
     def get_action_and_value(self, x, action=None, deterministic=False):
         hidden = self.hidden(x)
         logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
-        probs = Categorical(logits=logits)
+        probs = Categorical(logits=logits, validate_args=False)  # no per-call checks (a device sync each)
         if action is None:
             action = logits.argmax(-1) if deterministic else probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float()
@@ -420,13 +473,16 @@ class Agent(nn.Module):
 
 
 def make_agent(args: Args, num_actions: int) -> Agent:
-    return Agent(num_actions, args.embed_dim, args.heads, args.depth, args.mlp_ratio, args.patch_size)
+    sizes = (args.embed_dim, args.heads, args.depth, args.mlp_ratio, args.patch_size)
+    return Agent(num_actions, *sizes, pos_encoding=args.pos_encoding)
 
 
 def variant_name(args: Args) -> str:
     """The architecture's name in run folders and checkpoints: its sizes, e.g. `d16_h1_l1_m2_p12` (embedding dim,
-    heads, blocks, MLP ratio, patch size)."""
-    return f"d{args.embed_dim}_h{args.heads}_l{args.depth}_m{args.mlp_ratio}_p{args.patch_size}"
+    heads, blocks, MLP ratio, patch size), `_sin` added for `--pos-encoding sinusoidal` (a run without the field,
+    from before it, is `gaussian` and keeps its name). The preset is not in the name: the sizes it gave are."""
+    sinusoidal = "_sin" if args.pos_encoding == "sinusoidal" else ""
+    return f"d{args.embed_dim}_h{args.heads}_l{args.depth}_m{args.mlp_ratio}_p{args.patch_size}{sinusoidal}"
 
 
 def check_args(args: Args) -> None:
@@ -540,7 +596,12 @@ def write_atomically(path: str, write) -> None:
 
 def save_checkpoint(path: str, agent, optimizer, args: Args, global_step: int, iteration: int) -> None:
     """Everything a resumed run needs: weights, optimizer, settings, counters and the RNG states."""
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    device = next(agent.parameters()).device
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "device": device.type}
+    if device.type == "cuda":  # actions are sampled on the device: its random stream is part of the run's state
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        rng["mps"] = torch.mps.get_rng_state()
     checkpoint = {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args), "rng": rng}
     checkpoint.update(
         global_step=global_step, iteration=iteration, script=os.path.basename(__file__), variant=variant_name(args)
@@ -557,6 +618,14 @@ def load_checkpoint(checkpoint: dict, agent, optimizer) -> tuple[int, int]:
     random.setstate(checkpoint["rng"]["python"])
     np.random.set_state(checkpoint["rng"]["numpy"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
+    device, saved_device = next(agent.parameters()).device, checkpoint["rng"].get("device", "cpu")
+    if device.type == saved_device == "cuda":
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+    elif device.type == saved_device == "mps":
+        torch.mps.set_rng_state(checkpoint["rng"]["mps"])
+    elif device.type != saved_device:
+        print(f"resume: written on {saved_device}, continuing on {device.type}: weights and optimizer moved; the sampling "
+              f"random stream starts afresh from the CPU one (a {saved_device} stream does not carry over)")  # fmt: skip
     return checkpoint["global_step"], checkpoint["iteration"] + 1
 
 
@@ -612,13 +681,13 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.torch_threads or num_cores)
     cuda, mps = args.cuda and torch.cuda.is_available(), args.cuda and torch.backends.mps.is_available()
     device = torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if args.precision == "auto":  # emulated bf16 (e.g. AVX2-only CPUs) is several times slower than fp32
         args.precision = "bf16" if native_bf16(device) else "fp32"
+    configure_determinism(args.torch_deterministic, args.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
 
     if args.eval_only:  # the long evaluation of a checkpoint (Free-Lunch Saliency: 8192 episodes on unseen seeds)
@@ -800,14 +869,13 @@ if __name__ == "__main__":
         # Optimizing the policy and value network
         update_start = time.time()
         torch.set_num_threads(args.torch_threads or num_cores)
-        b_inds = np.arange(args.batch_size)
         clipfracs = []
         skipped_minibatches = 0
         for epoch in range(args.update_epochs):
-            np.random.shuffle(b_inds)
+            b_inds = torch.randperm(args.batch_size, device=device)  # minibatch indices made on the device
             for start in range(0, args.batch_size, args.minibatch_size):
                 end = start + args.minibatch_size
-                mb_inds = torch.from_numpy(b_inds[start:end]).to(device)
+                mb_inds = b_inds[start:end]
                 mb_valid = b_valid[mb_inds]
                 num_valid = mb_valid.sum().clamp(min=1.0)
 
@@ -820,7 +888,7 @@ if __name__ == "__main__":
                     # calculate approx_kl http://joschu.net/blog/kl-approx.html
                     old_approx_kl = ((-logratio) * mb_valid).sum() / num_valid
                     approx_kl = (((ratio - 1) - logratio) * mb_valid).sum() / num_valid
-                    clipfracs += [((((ratio - 1.0).abs() > clip_coef).float() * mb_valid).sum() / num_valid).item()]
+                    clipfracs += [(((ratio - 1.0).abs() > clip_coef).float() * mb_valid).sum() / num_valid]  # on the device
 
                 mb_advantages = b_advantages[mb_inds]
                 if args.norm_adv:
@@ -909,7 +977,7 @@ if __name__ == "__main__":
         writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
         writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
         writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("losses/skipped_minibatches", skipped_minibatches, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)

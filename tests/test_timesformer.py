@@ -374,11 +374,12 @@ def test_resume_from_checkpoint_copied_into_new_folder(trained, tmp_path):
     branch = tmp_path / "runs" / "branch"
     branch.mkdir(parents=True)
     shutil.copy(run_dir / f"step_{BATCH:09d}.cleanrl_model", branch)
-    # the sizes on the command line differ from the checkpoint's: they are ignored
-    sizes = ["--embed-dim", "40", "--depth", "3", "--torch-threads", "1", "--env-threads", "1"]
+    # the sizes and the preset on the command line differ from the checkpoint's: they are ignored
+    sizes = ["--embed-dim", "40", "--depth", "3", "--preset", "gpu", "--torch-threads", "1", "--env-threads", "1"]
     proc = run_tsf(["--resume", f"runs/branch/step_{BATCH:09d}.cleanrl_model", *sizes], tmp_path)
     assert_ok(proc)
-    assert "embed_dim" in proc.stdout and "depth" in proc.stdout, describe(proc)  # the "ignoring command-line ..." notice
+    notice = next(line for line in proc.stdout.splitlines() if "ignoring command-line" in line)
+    assert all(name in notice for name in ("embed_dim", "depth", "preset", "heads", "mlp_ratio")), describe(proc)
     header, rows = read_evals(branch)
     assert [int(r[0]) for r in rows] == STEPS[1:]
     scalars = read_scalars(branch)
@@ -387,7 +388,8 @@ def test_resume_from_checkpoint_copied_into_new_folder(trained, tmp_path):
     ckpts = checkpoint_files(branch)
     assert [checkpoint_step(p) for p in ckpts] == STEPS
     final = load_checkpoint(ckpts[-1])
-    assert final["global_step"] == TOTAL and final["args"]["embed_dim"] == SMALL["embed_dim"]
+    assert final["global_step"] == TOTAL and {k: final["args"][k] for k in SMALL} == SMALL
+    assert final["args"]["preset"] == "cpu"
     assert final["variant"] == SMALL_VARIANT
     start = load_checkpoint(ckpts[0])["model"]
     assert not torch.equal(start["blocks.0.time_qkv.weight"], final["model"]["blocks.0.time_qkv.weight"])
@@ -471,3 +473,165 @@ def test_patch_size_must_divide_84(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
     assert "12" in proc.stderr and "28" in proc.stderr  # tyro lists the valid sizes
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# position encodings (--pos-encoding) and size presets (--preset)
+
+SINUSOIDAL_FLAGS = ["--pos-encoding", "sinusoidal", "--preset", "gpu", "--embed-dim", "16", "--heads", "2", "--depth", "1"]
+# the gpu preset gives the MLP ratio (4) and the patch size (12); the command line the rest
+SINUSOIDAL_VARIANT = "d16_h2_l1_m4_p12_sin"
+
+
+def test_sinusoidal_table_by_hand(tsf):
+    # dim 4: the pairs (0, 1) and (2, 3) have the frequencies 1 / 10000^(0/4) = 1 and 1 / 10000^(2/4) = 1/100
+    expected = torch.tensor(
+        [
+            [0.0, 1.0, 0.0, 1.0],
+            [math.sin(1), math.cos(1), math.sin(0.01), math.cos(0.01)],
+            [math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)],
+        ]
+    )
+    torch.testing.assert_close(tsf.sinusoidal_table(3, 4), expected)
+    # an odd dim ends with a sine: dim 3, position 1 -> [sin 1, cos 1, sin(1 / 10000^(2/3))]
+    torch.testing.assert_close(
+        tsf.sinusoidal_table(2, 3)[1], torch.tensor([math.sin(1), math.cos(1), math.sin(10000 ** (-2 / 3))])
+    )
+
+
+def test_pos_encoding_reaches_the_network(tsf):
+    """Both encodings are learned parameters with the same keys and count; they differ in where they start, and the
+    sinusoidal start is what the patch tokens get: on an all-black frame a token is the embedding's bias + S[p] + T[t]."""
+    agents = {}
+    for encoding in ("gaussian", "sinusoidal"):
+        torch.manual_seed(0)
+        agents[encoding] = tsf.make_agent(tsf.Args(pos_encoding=encoding), BREAKOUT_ACTIONS)
+    gaussian, sinusoidal = agents["gaussian"], agents["sinusoidal"]
+    assert gaussian.state_dict().keys() == sinusoidal.state_dict().keys()
+    counts = {name: sum(p.numel() for p in agent.parameters()) for name, agent in agents.items()}
+    assert counts == {"gaussian": hand_count(16, 1, 1, 2, 12), "sinusoidal": hand_count(16, 1, 1, 2, 12)}
+    for agent in agents.values():
+        trainable = {name for name, p in agent.named_parameters() if p.requires_grad}
+        assert {"space_position", "time_position"} <= trainable
+    # where they start: the table (entries by hand: D = 16, dims 2 and 3 have the frequency 1 / 10000^(2/16)), and
+    # N(0, 0.02^2) for gaussian
+    space, time_ = sinusoidal.space_position.detach(), sinusoidal.time_position.detach()
+    assert space.shape == (49, 16) and time_.shape == (4, 16)
+    torch.testing.assert_close(space, tsf.sinusoidal_table(49, 16))
+    torch.testing.assert_close(time_, tsf.sinusoidal_table(4, 16))
+    by_hand = {
+        (space, 1, 0): math.sin(1),
+        (space, 48, 3): math.cos(48 / 10000**0.125),
+        (time_, 3, 1): math.cos(3),
+        (time_, 2, 2): math.sin(2 / 10000**0.125),
+    }
+    for (table, position, dim), value in by_hand.items():
+        assert table[position, dim].item() == pytest.approx(value, abs=1e-6), (position, dim)
+    assert 0.01 < gaussian.space_position.detach().std().item() < 0.03
+    assert not torch.allclose(gaussian.space_position.detach(), space, atol=0.1)
+    # the forward pass adds them: black frames embed to bias + S[p] + T[t]
+    _, tokens = sinusoidal.embed(torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
+    expected = sinusoidal.patch_embed.bias.detach() + space[None] + time_[:, None]  # (T, P, D)
+    torch.testing.assert_close(tokens[0].detach(), expected)
+    # and learn: the value's gradient reaches both tables
+    sinusoidal.get_value(observations(2)).sum().backward()
+    assert sinusoidal.space_position.grad.abs().sum() > 0 and sinusoidal.time_position.grad.abs().sum() > 0
+
+
+def test_unknown_pos_encoding_refused(tsf):
+    with pytest.raises(ValueError, match="sinusoidal"):
+        tsf.Agent(BREAKOUT_ACTIONS, pos_encoding="learned")
+
+
+def test_variant_name_tells_the_encodings_apart_and_old_runs_keep_theirs(tsf):
+    from attention_utils import results
+
+    assert tsf.variant_name(tsf.Args()) == "d16_h1_l1_m2_p12"
+    assert tsf.variant_name(tsf.Args(pos_encoding="sinusoidal")) == "d16_h1_l1_m2_p12_sin"
+    # args saved before --pos-encoding and --preset existed: explicit sizes, no new fields
+    old = {k: v for k, v in vars(tsf.Args()).items() if k not in ("pos_encoding", "preset")}
+    assert tsf.Args(**old).pos_encoding == "gaussian" and tsf.variant_name(tsf.Args(**old)) == "d16_h1_l1_m2_p12"
+    assert results.variant_name(old) == "timesformer_d16_h1_l1_m2_p12"
+    assert results.variant_name({**old, "pos_encoding": "sinusoidal"}) == "timesformer_d16_h1_l1_m2_p12_sin"
+    assert results.variant_name({**old, "pos_encoding": "gaussian"}) == "timesformer_d16_h1_l1_m2_p12"
+
+
+SIZES = ("embed_dim", "heads", "depth", "mlp_ratio", "patch_size")
+
+
+def sizes_of(args):
+    return tuple(getattr(args, name) for name in SIZES)
+
+
+def test_preset_fills_only_the_sizes_left_unset(tsf):
+    """The rule: a size given explicitly (command line, in any order, or a checkpoint's args) always wins, even when
+    it equals another preset's value; the preset fills the rest."""
+    import tyro
+
+    assert sizes_of(tsf.Args()) == (16, 1, 1, 2, 12)
+    assert sizes_of(tsf.Args(preset="gpu")) == (64, 4, 2, 4, 12)
+    for argv in (
+        ["--preset", "gpu", "--heads", "8", "--embed-dim", "16"],
+        ["--embed-dim", "16", "--heads", "8", "--preset", "gpu"],
+    ):
+        args = tyro.cli(tsf.Args, args=argv)
+        assert (args.preset, sizes_of(args)) == ("gpu", (16, 8, 2, 4, 12)), argv
+    assert sizes_of(tyro.cli(tsf.Args, args=["--patch-size", "28"])) == (16, 1, 1, 2, 28)
+    # a checkpoint's args name every size: a preset never changes them
+    saved = vars(tsf.Args(preset="cpu", depth=3))
+    assert sizes_of(tsf.Args(**{**saved, "preset": "gpu"})) == (16, 1, 3, 2, 12)
+
+
+def test_gpu_preset_parameter_count_by_hand(tsf):
+    # D = 64, 4 heads, 2 blocks, MLP ratio 4, 12x12 patches (49 per frame), 4 actions:
+    #   patch embedding 144*64 + 64 = 9,280; CLS 64; space positions 49*64 = 3,136; time positions 4*64 = 256
+    #   per block: LayerNorms 3*128 = 384; time attention 64*192 + 192 + 64*64 + 64 = 16,640; space attention 16,640;
+    #   MLP 64*256 + 256 + 256*64 + 64 = 33,088 -> 66,752, two blocks 133,504
+    #   final LayerNorm 128; policy 64*4 + 4 = 260; value 65
+    expected = 9_280 + 64 + 3_136 + 256 + 133_504 + 128 + 260 + 65
+    assert expected == 146_693 == hand_count(64, 4, 2, 4, 12)
+    for encoding in ("gaussian", "sinusoidal"):
+        agent = tsf.make_agent(tsf.Args(preset="gpu", pos_encoding=encoding), BREAKOUT_ACTIONS)
+        assert sum(p.numel() for p in agent.parameters()) == expected, encoding
+    assert sum(p.numel() for p in tsf.make_agent(tsf.Args(), BREAKOUT_ACTIONS).parameters()) == 6_645
+
+
+def test_sinusoidal_run_end_to_end(tsf, tmp_path):
+    """--pos-encoding sinusoidal through the real entry point, with a preset and explicit sizes: the run's name,
+    args and checkpoint carry both, the embeddings start from the table and are trained from there, and
+    attention_utils loads the checkpoint under its name."""
+    from attention_utils.checkpoints import load_agent
+
+    proc = run_tsf([*TINY, *SINUSOIDAL_FLAGS, "--total-timesteps", BATCH], tmp_path)
+    assert_ok(proc)
+    (run_dir,) = run_dirs(tmp_path, SINUSOIDAL_VARIANT)
+    saved = json.loads((run_dir / "args.json").read_text())
+    assert {k: saved[k] for k in ("preset", "pos_encoding", *SIZES)} == {
+        "preset": "gpu",
+        "pos_encoding": "sinusoidal",
+        **dict(zip(SIZES, (16, 2, 1, 4, 12))),
+    }
+    (path,) = checkpoint_files(run_dir)
+    ckpt = load_checkpoint(path)
+    assert ckpt["variant"] == SINUSOIDAL_VARIANT
+    agent = tsf.make_agent(tsf.Args(**{k: v for k, v in ckpt["args"].items() if k in saved}), BREAKOUT_ACTIONS)
+    agent.load_state_dict(ckpt["model"])  # strict
+    for name, table in (("space_position", tsf.sinusoidal_table(49, 16)), ("time_position", tsf.sinusoidal_table(4, 16))):
+        moved = (ckpt["model"][name] - table).abs().max().item()
+        assert 0 < moved < 0.05, (name, moved)  # one update of Adam steps (lr 2.5e-4) away from the table
+    loaded = load_agent(str(path))
+    assert loaded.variant == SINUSOIDAL_VARIANT and loaded.args.pos_encoding == "sinusoidal"
+
+
+def test_checkpoint_from_before_the_fields_loads_under_its_old_name(trained, tmp_path):
+    from attention_utils import results
+    from attention_utils.checkpoints import load_agent
+
+    _, run_dir, _ = trained
+    ckpt = load_checkpoint(checkpoint_files(run_dir)[-1])
+    ckpt["args"] = {k: v for k, v in ckpt["args"].items() if k not in ("pos_encoding", "preset")}
+    old = tmp_path / f"step_{TOTAL:09d}.cleanrl_model"
+    torch.save(ckpt, old)
+    loaded = load_agent(str(old))
+    assert loaded.variant == SMALL_VARIANT and loaded.args.pos_encoding == "gaussian"
+    assert results.variant_name(ckpt["args"]) == "timesformer_" + SMALL_VARIANT
