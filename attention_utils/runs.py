@@ -158,9 +158,12 @@ def resume(args, script_name: str):
     changed = [
         f for f in saved if f not in kept and f in vars(args) and getattr(args, f) not in (getattr(defaults, f), saved[f])
     ]  # fmt: skip
+    # a setting the checkpoint predates takes its default (what the run was trained with), not the command line's
+    predates = {f: getattr(defaults, f) for f in vars(args) if f not in saved and f not in kept}
+    changed += [f for f, default in predates.items() if getattr(args, f) != default]
     if changed:
         print(f"resume: experiment settings come from the checkpoint; ignoring command-line {', '.join(changed)}")
-    args = dataclasses.replace(args, **{k: v for k, v in saved.items() if k not in kept and k in vars(args)})
+    args = dataclasses.replace(args, **{k: v for k, v in saved.items() if k not in kept and k in vars(args)}, **predates)
     if args.eval_only:
         return args, checkpoint
     run_dir, step = os.path.dirname(os.path.abspath(args.resume)), checkpoint["global_step"]

@@ -402,3 +402,15 @@ def test_resume_onto_another_device_says_what_changed(tmp_path, finished_run):
     assert proc.returncode == 0, describe(proc)
     assert "resume: written on cuda, continuing on cpu" in proc.stdout, describe(proc)
     assert load_checkpoint(run_dir / "step_000000096.cleanrl_model")["rng"]["device"] == "cpu"
+
+
+def test_a_setting_the_checkpoint_predates_keeps_its_default_on_resume(tmp_path, finished_run):
+    run_dir = copy_run(finished_run, tmp_path / "run", {"args.json", "evals.csv", "step_000000064.cleanrl_model"})
+    path = run_dir / "step_000000064.cleanrl_model"
+    checkpoint = load_checkpoint(path)
+    del checkpoint["args"]["clip_vloss"]  # as written before the field existed
+    torch.save(checkpoint, path)
+    proc = run_script(["--resume", run_dir, "--clip-vloss", "--torch-threads", "1", "--env-threads", "1"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert "ignoring command-line clip_vloss" in proc.stdout, describe(proc)
+    assert load_checkpoint(run_dir / "step_000000096.cleanrl_model")["args"]["clip_vloss"] is False  # the default
