@@ -177,14 +177,14 @@ def test_pipeline_table_from_checkpoints(tmp_path, trained_checkpoints):
     assert figure.shape[1] > 2.3 * figure.shape[0]
     red = (figure[..., 0] > 0.8) & (figure[..., 1] < 0.3) & (figure[..., 2] < 0.3)
     assert red.sum() > 4 * 4  # a dot on each of the 4 panels
-    # a second run keeps the first tables and writes -2
-    proc = subprocess.run(
-        command[:-2] + ["--spread", "trials"], cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600
-    )
+    # a second run (one model, one trial, the earlier spread) keeps the first tables and writes -2
+    command = command[:8] + [trained_checkpoints["ppo_atari_fls.py"], "--out", out, "--spread", "trials", "--max-trials", "1"]
+    proc = subprocess.run(command, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, describe(proc)
-    assert (out / "Breakout_saliency_metrics.csv").read_text() != (out / "Breakout_saliency_metrics-2.csv").read_text()
-    rows = list(csv.DictReader(open(out / "Breakout_saliency_metrics-2.csv")))
-    assert [r["model"] for r in rows] == ["sparse_fls", "CWCA", "topdown"] and "checkpoint" in rows[0]
+    assert "1 of 2 trials scored; shuffled-AUC negatives: 34 fixations in all 2 trials" in proc.stdout
+    assert len(list(csv.DictReader(open(out / "Breakout_saliency_metrics.csv")))) == 3  # the first table, kept
+    (row,) = list(csv.DictReader(open(out / "Breakout_saliency_metrics-2.csv")))
+    assert (row["model"], row["trials"], row["nss_std"]) == ("sparse_fls", "1", "0.0") and "checkpoint" in row
 
 
 def left_half(observations, *_):
