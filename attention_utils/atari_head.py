@@ -49,6 +49,7 @@ import tyro
 
 from attention_utils.cli_checks import check_at_least, check_checkpoint_exists, check_output_folder, free_path
 from attention_utils.metrics import KlNormalisation, kl_divergence, mean_defined, nss, shuffled_auc
+from attention_utils.runs import atomic_open, save_figure
 
 SCREEN = (210, 160)  # Atari frame, rows x columns
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as cv2's RGB2GRAY
@@ -362,7 +363,7 @@ def fixations_on_saliency(
         ax.set_yticks([])
     fig.suptitle(suptitle, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -482,7 +483,7 @@ def main(args: Args) -> list[dict]:
         )
     os.makedirs(args.out, exist_ok=True)
     base = free_path(os.path.join(args.out, f"{args.game}_saliency_metrics"), (".csv", ".md"))
-    with open(f"{base}.csv", "w", newline="") as f:
+    with atomic_open(f"{base}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -514,7 +515,7 @@ def main(args: Args) -> list[dict]:
     ]
     if undefined:
         notes += " Undefined frames are dropped; defined: " + ", ".join(undefined) + "."
-    with open(f"{base}.md", "w") as f:
+    with atomic_open(f"{base}.md", "w") as f:
         f.write("\n".join(lines) + f"\n\n{notes}\n")
     print(f"tables: {base}.csv, {base}.md")
     if figure_trial is not None:

@@ -41,6 +41,7 @@ import torch
 import tyro
 
 from attention_utils.cli_checks import beside_checkpoint, check_at_least, check_checkpoint_exists, check_output_file, free_path
+from attention_utils.runs import atomic_open, save_figure
 
 SCREEN = 84
 # the fish, facing right (it swims rightwards): T tail and fins, B body, E eye, . transparent
@@ -266,7 +267,7 @@ def main(args: Args) -> str:
         args.out or os.path.join(beside_checkpoint(args.checkpoint), f"novel_object_step_{loaded.global_step:09d}"),
         (".csv", ".png"),
     )
-    with open(f"{out}.csv", "w", newline="") as f:
+    with atomic_open(f"{out}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -313,7 +314,7 @@ def main(args: Args) -> str:
         ax.set_xlabel("agent step")
     fig.suptitle(f"novel object: {loaded.variant} on {loaded.game}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(f"{out}.png", dpi=80)
+    save_figure(fig, f"{out}.png", dpi=80)
     plt.close(fig)
     visible = [r for r in rows if r["injected"] and r["uniform_share"] > 0]
     shares = (

@@ -37,6 +37,7 @@ from attention_utils.cli_checks import (
     check_output_file,
     free_path,
 )
+from attention_utils.runs import save_figure
 
 PolicyAndValue = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 PolicyOutput = Literal["probs", "logits"]
@@ -202,7 +203,7 @@ def main(args: Args) -> str:
     out = free_path(
         args.out or os.path.join(beside_checkpoint(args.checkpoint), f"perturbation_step_{loaded.global_step:09d}.png")
     )
-    fig.savefig(out, dpi=80)
+    save_figure(fig, out, dpi=80)
     plt.close(fig)
     print(f"perturbation saliency of {loaded.variant} on {loaded.game}: {out}")
     return out

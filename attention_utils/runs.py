@@ -52,6 +52,21 @@ def atomic_open(path, mode: str = "w", **open_kwargs):
             os.remove(temporary)
 
 
+@contextmanager
+def atomic_path(path):
+    """A hidden temporary path beside `path`, with its extension, for writers that take a file name (video
+    encoders); renamed over `path` when the block ends, removed if it fails."""
+    path = os.fspath(path)
+    stem, extension = os.path.splitext(os.path.basename(path))
+    temporary = os.path.join(os.path.dirname(path), f".{stem}.{os.getpid()}.tmp{extension}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def write_atomically(path, write) -> None:
     """`write(f)` on a binary file that appears under `path` only once complete (the scripts' own `write_atomically`)."""
     with atomic_open(path, "wb") as f:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from attention_utils.ale import RenderedAtari
+from attention_utils.runs import atomic_path
 
 # the training script (ppo_atari_{name}.py) -> the module here that draws its agents
 PICTURE_MODULES = {
@@ -46,7 +47,8 @@ def record_video(script: ModuleType, agent, game: str, seed: int, device, autoca
         return pictures.record_video(script, agent, game, seed, device, autocast, path, deterministic)
     env = RenderedAtari(game, seed)
     obs, done, episode_return = env.reset(), False, 0.0
-    with imageio.get_writer(path, fps=15, macro_block_size=1) as video:  # streamed: long episodes stay out of memory
+    # streamed (long episodes stay out of memory) into a temporary file that takes the name once complete
+    with atomic_path(path) as temporary, imageio.get_writer(temporary, fps=15, macro_block_size=1) as video:
         while not done:
             with torch.no_grad(), autocast():
                 video.append_data(pictures.video_frame(script, agent, env.rgb(), obs.to(device)))
