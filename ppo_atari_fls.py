@@ -639,7 +639,7 @@ if __name__ == "__main__":
     env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads) for g in range(num_groups)]
     group_rows = [slice(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
     eval_envs = make_env(game, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, False, env_threads)
-    num_actions = env_groups[0].action_space.n
+    num_actions = int(env_groups[0].action_space.n)  # a plain int: torch.compile turns numpy scalars into arrays
 
     agent = make_agent(args, num_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
