@@ -120,9 +120,13 @@ class Args:
     """envpool worker threads for each half of the envs; 0 = one per core"""
 
     # Architecture
+    agent: Literal["attention", "resnet", "resnet_lstm"] = "attention"
+    """`attention`: the paper's agent (Figure 1); Table 1's baselines without attention, on IMPALA's residual network:
+    `resnet` (Feedforward Baseline: the network's output feeds the policy and value heads) and `resnet_lstm` (LSTM
+    Baseline: an LSTM of `core_hidden` units, also fed the previous action and reward, in between)"""
     query_mode: Literal["topdown", "fixed", "l2norm"] = "topdown"
-    """queries from the policy LSTM's previous state (the paper's agent), a learned query per head (fixed), or
-    no query: attention from each head's key L2 norm (l2norm); section 4.4"""
+    """`attention`: queries from the policy LSTM's previous state (the paper's agent), a learned query per head
+    (fixed), or no query: attention from each head's key L2 norm (l2norm); section 4.4"""
     num_queries: int = 4
     """the number of attention heads N (queries per step)"""
     key_channels: int = 8
@@ -134,11 +138,16 @@ class Args:
     conv_channels: int = 64
     """channels of conv2 and conv3 (conv1 has half)"""
     core_hidden: int = 256
-    """size of the policy LSTM and of the policy MLP's second layer"""
+    """size of the policy LSTM (`attention`, `resnet_lstm`) and of the policy MLP's second layer (`attention`)"""
     mlp_hidden: int = 512
     """size of the policy MLP's first layer"""
-    query_hidden: int = 128
-    """hidden size of the query network"""
+    query_hidden: tuple[int, ...] = (128, 128)
+    """hidden layer sizes of the query network: two make the paper's three-layer MLP (section 4), one the earlier
+    two-layer network (`--query-hidden 128`, as checkpoints written before this option took a list load)"""
+    impala_channels: tuple[int, ...] = (16, 32, 32)
+    """`resnet`, `resnet_lstm`: channels of the residual network's stages (IMPALA's 16, 32, 32)"""
+    resnet_hidden: int = 256
+    """`resnet`, `resnet_lstm`: size of the fully connected layer after the residual stages (IMPALA's 256)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -205,13 +214,24 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16
     or AMX (read from /proc/cpuinfo; elsewhere the CPU is assumed not to)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere (compute capability 8.0) and newer, or ROCm; older cards only emulate bf16
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu" and os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             flags = f.read()
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return False
+
+
+def configure_determinism(deterministic: bool, precision: str, device: torch.device) -> None:
+    """`--torch-deterministic`: cuDNN's deterministic kernels and, on CUDA, deterministic algorithms everywhere (cuBLAS
+    needs its workspace setting for that; an op without a deterministic kernel warns). `--precision fp32` also turns
+    TF32 off in CUDA matmuls and convolutions, so fp32 means fp32."""
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -274,12 +294,39 @@ def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
     return (summed / coverage).reshape(*attention_map.shape[:-2], *summed.shape[-2:])
 
 
-class Agent(nn.Module):
+class PolicyHeads(nn.Module):
+    """What every agent of this script shares on top of its `unroll` (time-major core outputs and the state after
+    them): the policy and value heads `actor` and `critic`, and the loop's hooks for an auxiliary loss and logged
+    scalars (none here; the thesis's temporal agents use them)."""
+
+    def get_value(self, x, state, prev_action, prev_reward, done):
+        hidden, _ = self.unroll(x, state, prev_action, prev_reward, done)
+        return self.critic(hidden).float()
+
+    def get_action_and_value(self, x, state, prev_action, prev_reward, done, action=None, deterministic=False):
+        hidden, state = self.unroll(x, state, prev_action, prev_reward, done)
+        logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
+        probs = Categorical(logits=logits, validate_args=False)  # no per-call checks (a device sync each)
+        if action is None:
+            action = logits.argmax(-1) if deterministic else probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        """Added to the PPO loss: nothing for these agents (the thesis's temporal agents add a span penalty here)."""
+        return torch.zeros((), device=self.actor.weight.device)
+
+    def logged_scalars(self) -> dict[str, float]:
+        """The architecture's own scalars, logged every iteration: none for these agents."""
+        return {}
+
+
+class Agent(PolicyHeads):
     """The top-down attention agent of the paper's Figure 1. Vision core: 3 convolutions and a ConvLSTM (eq. 1)
     whose output is split along channels into keys K and values V; the spatial basis S is concatenated to both.
-    Queries (eq. 2) come from the policy LSTM's previous state through an MLP; logits are inner products with
-    [K, S] at every location (eq. 3), a spatial softmax per head gives the attention maps (eq. 4) and answers are
-    the attention-weighted sums of [V, S] (eq. 5). The policy core (eq. 6) is an MLP and an LSTM on [answers,
+    Queries (eq. 2) come from the policy LSTM's previous state through an MLP (section 4: three layers, i.e. the
+    two hidden layers of `query_hidden`; one hidden size makes the earlier two-layer network); logits are inner
+    products with [K, S] at every location (eq. 3), a spatial softmax per head gives the attention maps (eq. 4) and
+    answers are the attention-weighted sums of [V, S] (eq. 5). The policy core (eq. 6) is an MLP and an LSTM on [answers,
     queries, previous clipped reward, one-hot previous action]; policy and value heads read the LSTM output.
     `query_mode` (section 4.4): `topdown` (as above), `fixed` (a learned query per head), `l2norm` (no queries:
     head n attends in proportion to exp of the L2 norm of its slice of the key channels).
@@ -291,7 +338,7 @@ class Agent(nn.Module):
 
     def __init__(self, num_actions: int, query_mode: str = "topdown", num_queries: int = 4, key_channels: int = 8,
                  value_channels: int = 120, basis_frequencies: int = 4, conv_channels: int = 64, core_hidden: int = 256,
-                 mlp_hidden: int = 512, query_hidden: int = 128):  # fmt: skip
+                 mlp_hidden: int = 512, query_hidden: int | tuple[int, ...] = (128, 128)):  # fmt: skip
         super().__init__()
         if query_mode not in ("topdown", "fixed", "l2norm"):
             raise ValueError(f"unknown query mode {query_mode!r}; valid: topdown, fixed, l2norm")
@@ -307,10 +354,14 @@ class Agent(nn.Module):
         basis_channels = self.basis.shape[0]
         self.query_size = key_channels + basis_channels  # c_k + c_s
         if query_mode == "topdown":
-            hidden = layer_init(nn.Linear(core_hidden, query_hidden))
+            # a checkpoint written when the query network had one hidden layer saved its size as an int
+            sizes = [core_hidden, *((query_hidden,) if isinstance(query_hidden, int) else query_hidden)]
+            hidden_layers = []
+            for size_in, size_out in zip(sizes[:-1], sizes[1:]):
+                hidden_layers += [layer_init(nn.Linear(size_in, size_out)), nn.ReLU()]
             self.query_net = nn.Sequential(
-                hidden, nn.ReLU(), layer_init(nn.Linear(query_hidden, num_queries * self.query_size), std=1.0)
-            )
+                *hidden_layers, layer_init(nn.Linear(sizes[-1], num_queries * self.query_size), std=1.0)
+            )  # (N, core_hidden) -> (N, heads x (c_k + c_s))
         elif query_mode == "fixed":
             self.query_bias = nn.Parameter(torch.randn(num_queries, self.query_size) / math.sqrt(self.query_size))
         answer_size = num_queries * (value_channels + basis_channels)
@@ -385,18 +436,6 @@ class Agent(nn.Module):
         grid = (x.shape[0], self.num_queries, 17, 17)  # (N, heads, h*w) -> (N, heads, h, w)
         return {"attention": attention.view(grid), "what_where": share.view(grid)}
 
-    def get_value(self, x, state, prev_action, prev_reward, done):
-        hidden, _ = self.unroll(x, state, prev_action, prev_reward, done)
-        return self.critic(hidden).float()
-
-    def get_action_and_value(self, x, state, prev_action, prev_reward, done, action=None, deterministic=False):
-        hidden, state = self.unroll(x, state, prev_action, prev_reward, done)
-        logits = self.actor(hidden).float()  # the distribution and losses stay in fp32 under autocast
-        probs = Categorical(logits=logits)
-        if action is None:
-            action = logits.argmax(-1) if deterministic else probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
-
     def unroll(self, x, state, prev_action, prev_reward, done):
         """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
         at its start. Returns the core outputs (T * N, core_hidden) and the state after the sequence."""
@@ -428,28 +467,164 @@ class Agent(nn.Module):
         vision_h, vision_c, core_h, _ = state
         return self.spatial_maps(x, (vision_h, vision_c), core_h)
 
-    def auxiliary_loss(self) -> torch.Tensor:
-        """Added to the PPO loss: nothing for this agent (the thesis's temporal agents add a span penalty here)."""
-        return torch.zeros((), device=self.actor.weight.device)
 
-    def logged_scalars(self) -> dict[str, float]:
-        """The architecture's own scalars, logged every iteration: none for this agent."""
+class ResidualBlock(nn.Module):
+    """IMPALA's residual block (Espeholt et al. 2018): x + conv(relu(conv(relu(x)))), 3x3 convolutions. The residual
+    network keeps PyTorch's default initialisation, as CleanRL's ppo_procgen.py does: orthogonal gains of sqrt(2)
+    would double the activations' variance at every one of the six blocks."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv1(F.relu(self.conv0(F.relu(x))))
+
+
+class ResidualStage(nn.Module):
+    """One stage of IMPALA's residual network: a 3x3 convolution, a 3x3 max-pool with stride 2 and two residual
+    blocks, (B, C_in, h, w) -> (B, C_out, ceil(h / 2), ceil(w / 2))."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.res0, self.res1 = ResidualBlock(out_channels), ResidualBlock(out_channels)
+
+    def forward(self, x, input_scale: float = 1.0):
+        x = F.conv2d(x, self.conv.weight * input_scale, self.conv.bias, padding=1)  # = conv(input_scale * x)
+        x = F.max_pool2d(x, 3, stride=2, padding=1)
+        return self.res1(self.res0(x))
+
+
+class ResidualNetwork(nn.Module):
+    """The vision network of Table 1's baselines, "the deeper residual network" of IMPALA (Espeholt et al. 2018):
+    residual stages of 16, 32, 32 channels (84 -> 42 -> 21 -> 11), then ReLU, a fully connected layer (256) and
+    ReLU. (B, 4, 84, 84) uint8 -> (B, hidden)."""
+
+    def __init__(self, impala_channels=(16, 32, 32), hidden: int = 256):
+        super().__init__()
+        channels = [4, *impala_channels]
+        self.stages = nn.ModuleList(ResidualStage(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
+        size = 84
+        for _ in impala_channels:
+            size = (size + 1) // 2  # max-pool 3x3, stride 2, padding 1
+        self.fc = nn.Linear(channels[-1] * size * size, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        autocast_on = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
+        h = x.to(dtype=dtype, memory_format=torch.channels_last)  # channels-last convolutions: faster on CPU
+        for i, stage in enumerate(self.stages):
+            h = stage(h, 1.0 / 255.0 if i == 0 else 1.0)  # the first stage sees x / 255: (B, C_i, 84 / 2^(i+1) rounded up, ..)
+        return F.relu(self.fc(F.relu(h).flatten(1)))  # (B, C, 11, 11) -> (B, C * 11 * 11) -> (B, hidden)
+
+
+class ResNetAgent(PolicyHeads):
+    """Table 1's Feedforward Baseline: the output of IMPALA's residual network (`ResidualNetwork`) feeds the policy and
+    value heads directly. No attention and no memory: `attention_maps` returns no map.
+
+    It takes and returns what the recurrent agents do, so that the same loop, `Memory` and attention_utils tools run
+    it: its state is a placeholder, (N, 1) zeros that nothing reads, and the previous action, reward and `done` are
+    not used."""
+
+    def __init__(self, num_actions: int, impala_channels=(16, 32, 32), resnet_hidden: int = 256):
+        super().__init__()
+        self.num_actions = num_actions
+        self.vision = ResidualNetwork(impala_channels, resnet_hidden)
+        self.actor = layer_init(nn.Linear(resnet_hidden, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(resnet_hidden, 1), std=1)
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
+        return (torch.zeros(num_envs, 1, device=device),)
+
+    def unroll(self, x, state, prev_action, prev_reward, done):
+        """x (T * N, 4, 84, 84) -> (the network's outputs (T * N, resnet_hidden), `state` unchanged)."""
+        return self.vision(x), state
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
+        """{}: no attention (the tools then say the agent has no map)."""
         return {}
 
 
-def make_agent(args: Args, num_actions: int) -> Agent:
+class ResNetLSTMAgent(PolicyHeads):
+    """Table 1's LSTM Baseline: IMPALA's residual network (`ResidualNetwork`), then an LSTM (256) fed its output, the
+    previous clipped reward and the one-hot previous action; policy and value heads read the LSTM output. No
+    attention: `attention_maps` returns no map.
+
+    The recurrent state is (h, c), (N, core_hidden) each; sequences, previous action ("none" = `num_actions`),
+    reward and `done` as `Agent.unroll` takes them. The network below the LSTM has no recurrence, so a whole sequence
+    goes through it at once."""
+
+    def __init__(self, num_actions: int, impala_channels=(16, 32, 32), resnet_hidden: int = 256, core_hidden: int = 256):
+        super().__init__()
+        self.num_actions = num_actions
+        self.vision = ResidualNetwork(impala_channels, resnet_hidden)
+        self.lstm = nn.LSTMCell(resnet_hidden + 1 + num_actions, core_hidden)
+        for name, param in self.lstm.named_parameters():  # orthogonal weights, zero biases
+            nn.init.orthogonal_(param, 1.0) if "weight" in name else nn.init.constant_(param, 0)
+        self.actor = layer_init(nn.Linear(core_hidden, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(core_hidden, 1), std=1)
+
+    def initial_state(self, num_envs: int, device) -> tuple[torch.Tensor, ...]:
+        core = torch.zeros(num_envs, self.lstm.hidden_size, device=device)
+        return (core, core.clone())
+
+    def unroll(self, x, state, prev_action, prev_reward, done):
+        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
+        at its start. Returns the LSTM outputs (T * N, core_hidden) and the state after the sequence."""
+        core_h, core_c = state
+        num_envs = core_h.shape[0]
+        prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (T * N, A)
+        inputs = torch.cat([self.vision(x).float(), prev_reward[:, None], prev_action.float()], 1)  # (T * N, F)
+        inputs = inputs.reshape(-1, num_envs, inputs.shape[-1])  # (T * N, F) -> (T, N, F)
+        keep = (1.0 - done).reshape(-1, num_envs)  # (T * N,) -> (T, N)
+        outputs = []
+        for t in range(inputs.shape[0]):
+            core_h, core_c = self.lstm(inputs[t], (core_h, core_c))
+            outputs.append(core_h)
+            mask = keep[t][:, None]  # an episode ended at this observation: the next one starts from zeros
+            core_h, core_c = core_h * mask, core_c * mask
+        return torch.cat(outputs), (core_h, core_c)  # (T * N, core_hidden)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
+        """{}: no attention (the tools then say the agent has no map)."""
+        return {}
+
+
+def make_agent(args: Args, num_actions: int) -> nn.Module:
+    if args.agent == "resnet":
+        return ResNetAgent(num_actions, tuple(args.impala_channels), args.resnet_hidden)
+    if args.agent == "resnet_lstm":
+        return ResNetLSTMAgent(num_actions, tuple(args.impala_channels), args.resnet_hidden, args.core_hidden)
     return Agent(num_actions, args.query_mode, args.num_queries, args.key_channels, args.value_channels,
                  args.basis_frequencies, args.conv_channels, args.core_hidden, args.mlp_hidden, args.query_hidden)  # fmt: skip
 
 
 def variant_name(args: Args) -> str:
-    """The architecture's name in run folders and checkpoints: the query mode (`topdown`, `fixed`, `l2norm`)."""
-    return args.query_mode
+    """The architecture's name in run folders and checkpoints: the attention agent's query mode (`topdown`, `fixed`,
+    `l2norm`), else the baseline (`resnet`, `resnet_lstm`)."""
+    return args.query_mode if args.agent == "attention" else args.agent
+
+
+# the settings only some agents read: giving one to another agent is refused rather than silently ignored
+ATTENTION_FIELDS = ("query_mode", "num_queries", "key_channels", "value_channels", "basis_frequencies", "conv_channels",
+                    "mlp_hidden", "query_hidden")  # fmt: skip
+RESNET_FIELDS = ("impala_channels", "resnet_hidden")
 
 
 def check_args(args: Args) -> None:
     """Refuse, in one line and before anything is built, settings that cannot run."""
     batch_size = args.num_envs * args.num_steps
+    defaults = Args()
+    unused = [
+        f
+        for f in {"attention": RESNET_FIELDS, "resnet": ATTENTION_FIELDS + ("core_hidden",)}.get(args.agent, ATTENTION_FIELDS)
+        if getattr(args, f) != getattr(defaults, f)
+    ]
+    query_hidden = (args.query_hidden,) if isinstance(args.query_hidden, int) else tuple(args.query_hidden)
     problems = [
         (args.eval_only and args.resume is None, "--eval-only evaluates a checkpoint: name it with --resume PATH"),
         (args.eval_env_id is not None and not args.eval_only, "--eval-env-id is only used with --eval-only"),
@@ -483,6 +658,25 @@ def check_args(args: Args) -> None:
             args.num_minibatches > 0 and args.num_envs % args.num_minibatches != 0,
             f"--num-envs {args.num_envs} is not divisible by --num-minibatches {args.num_minibatches} "
             "(minibatches are made of whole environments)",
+        ),
+        (
+            bool(unused),
+            f"{', '.join('--' + f.replace('_', '-') for f in unused)} {'does' if len(unused) == 1 else 'do'} not apply to "
+            f"--agent {args.agent}",
+        ),
+        (
+            args.save_attention and args.agent != "attention",
+            f"--save-attention draws the attention maps and --agent {args.agent} has none; leave it out "
+            "(--capture-video records its games)",
+        ),
+        (
+            not query_hidden or min(query_hidden) < 1,
+            f"--query-hidden {' '.join(map(str, query_hidden))}: give one or more hidden sizes, each at least 1",
+        ),
+        (
+            not args.impala_channels or min(args.impala_channels) < 1 or args.resnet_hidden < 1,
+            f"--impala-channels {' '.join(map(str, args.impala_channels))} and --resnet-hidden {args.resnet_hidden} "
+            "must be positive",
         ),
         (
             args.query_mode == "l2norm" and args.key_channels % max(args.num_queries, 1) != 0,
@@ -600,7 +794,12 @@ def write_atomically(path: str, write) -> None:
 
 def save_checkpoint(path: str, agent, optimizer, args: Args, global_step: int, iteration: int) -> None:
     """Everything a resumed run needs: weights, optimizer, settings, counters and the RNG states."""
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    device = next(agent.parameters()).device
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "device": device.type}
+    if device.type == "cuda":  # actions are sampled on the device: its random stream is part of the run's state
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        rng["mps"] = torch.mps.get_rng_state()
     checkpoint = {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args), "rng": rng}
     checkpoint.update(
         global_step=global_step, iteration=iteration, script=os.path.basename(__file__), variant=variant_name(args)
@@ -617,6 +816,14 @@ def load_checkpoint(checkpoint: dict, agent, optimizer) -> tuple[int, int]:
     random.setstate(checkpoint["rng"]["python"])
     np.random.set_state(checkpoint["rng"]["numpy"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
+    device, saved_device = next(agent.parameters()).device, checkpoint["rng"].get("device", "cpu")
+    if device.type == saved_device == "cuda":
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+    elif device.type == saved_device == "mps":
+        torch.mps.set_rng_state(checkpoint["rng"]["mps"])
+    elif device.type != saved_device:
+        print(f"resume: written on {saved_device}, continuing on {device.type}: weights and optimizer moved; the sampling "
+              f"random stream starts afresh from the CPU one (a {saved_device} stream does not carry over)")  # fmt: skip
     return checkpoint["global_step"], checkpoint["iteration"] + 1
 
 
@@ -677,13 +884,13 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.torch_threads or num_cores)
     cuda, mps = args.cuda and torch.cuda.is_available(), args.cuda and torch.backends.mps.is_available()
     device = torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if args.precision == "auto":  # emulated bf16 (e.g. AVX2-only CPUs) is several times slower than fp32
         args.precision = "bf16" if native_bf16(device) else "fp32"
+    configure_determinism(args.torch_deterministic, args.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
 
     if args.eval_only:  # the long evaluation of a checkpoint (Free-Lunch Saliency: 8192 episodes on unseen seeds)
@@ -713,7 +920,7 @@ if __name__ == "__main__":
     env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads) for g in range(num_groups)]
     group_rows = [slice(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
     eval_envs = make_env(game, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, False, env_threads)
-    num_actions = env_groups[0].action_space.n
+    num_actions = int(env_groups[0].action_space.n)  # a plain int: torch.compile turns numpy scalars into arrays
 
     agent = make_agent(args, num_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
@@ -923,7 +1130,7 @@ if __name__ == "__main__":
                     # calculate approx_kl http://joschu.net/blog/kl-approx.html
                     old_approx_kl = ((-logratio) * mb_valid).sum() / num_valid
                     approx_kl = (((ratio - 1) - logratio) * mb_valid).sum() / num_valid
-                    clipfracs += [((((ratio - 1.0).abs() > clip_coef).float() * mb_valid).sum() / num_valid).item()]
+                    clipfracs += [(((ratio - 1.0).abs() > clip_coef).float() * mb_valid).sum() / num_valid]  # on the device
 
                 mb_advantages = b_advantages[mb_inds]
                 if args.norm_adv:
@@ -1012,7 +1219,7 @@ if __name__ == "__main__":
         writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
         writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
         writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("losses/skipped_minibatches", skipped_minibatches, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)

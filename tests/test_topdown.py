@@ -16,7 +16,7 @@ from attention_utils.runs import RUN_CONTROL_FIELDS
 
 SCRIPT = REPO / "ppo_atari_topdown.py"
 MODES = ["topdown", "fixed", "l2norm"]
-SMALL = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32, query_hidden=32)
+SMALL = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32, query_hidden=(32, 32))
 SMALL_FLAGS = [
     "--conv-channels",
     "16",
@@ -27,6 +27,7 @@ SMALL_FLAGS = [
     "--mlp-hidden",
     "32",
     "--query-hidden",
+    "32",
     "32",
 ]
 TINY_RUN = [
@@ -97,15 +98,37 @@ def test_spatial_basis(topdown):
     assert torch.allclose(basis[0 * 8 + 1], expected, atol=1e-6)
 
 
+def count_parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
 def test_parameter_count_by_hand(topdown):
-    count = sum(p.numel() for p in topdown.Agent(4).parameters())
+    count = count_parameters(topdown.make_agent(topdown.Args(), 4))
     convs = (4 * 32 * 64 + 32) + (32 * 64 * 16 + 64) + (64 * 64 * 9 + 64)  # 8x8 s4, 4x4, 3x3
     conv_lstm = (64 * 512 * 9 + 512) + 128 * 512 * 9  # input and recurrent 3x3 convolutions to 4 x 128 gates
-    query_net = (256 * 128 + 128) + (128 * 4 * 72 + 4 * 72)  # 4 queries of c_k + c_s = 8 + 64
+    # section 4: a three-layer query MLP, 256 -> 128 -> 128 -> 4 queries of c_k + c_s = 8 + 64
+    query_net = (256 * 128 + 128) + (128 * 128 + 128) + (128 * 4 * 72 + 4 * 72)
     core_input = 4 * (120 + 64) + 4 * 72 + 1 + 4  # answers, queries, previous reward, one-hot previous action
     core = (core_input * 512 + 512) + (512 * 256 + 256) + (2 * 4 * 256 * 256 + 2 * 4 * 256)  # MLP and LSTM(256)
     heads = (256 * 4 + 4) + (256 + 1)
-    assert count == convs + conv_lstm + query_net + core + heads == 2_219_589
+    assert count == convs + conv_lstm + query_net + core + heads == 2_236_101
+    # one hidden size: the earlier two-layer query network, 256 -> 128 -> 4 x 72
+    two_layers = (256 * 128 + 128) + (128 * 4 * 72 + 4 * 72)
+    assert count_parameters(topdown.Agent(4, query_hidden=128)) == count - query_net + two_layers == 2_219_589
+
+
+def test_query_network_by_hand(topdown):
+    """A small three-layer query network: its layer shapes, and the queries it gives are the MLP computed by hand."""
+    torch.manual_seed(5)
+    agent = topdown.Agent(4, **{**SMALL, "query_hidden": (24, 16)})
+    shapes = [tuple(m.weight.shape) for m in agent.query_net if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(24, 32), (16, 24), (4 * 72, 16)]  # core_hidden 32 -> 24 -> 16 -> 4 heads x (c_k + c_s)
+    assert count_parameters(agent.query_net) == (32 * 24 + 24) + (24 * 16 + 16) + (16 * 288 + 288)
+    core_h = torch.randn(3, 32)
+    first, second, last = (m for m in agent.query_net if isinstance(m, torch.nn.Linear))
+    relu = torch.nn.functional.relu
+    expected = relu(relu(core_h @ first.weight.T + first.bias) @ second.weight.T + second.bias) @ last.weight.T + last.bias
+    assert torch.allclose(agent.queries(core_h), expected.view(3, 4, 72), atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -283,6 +306,65 @@ def test_state_is_reset_after_done(topdown):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Table 1's baselines: IMPALA's residual network, feed-forward or with an LSTM
+
+RESNET_SMALL = dict(impala_channels=(4, 8), resnet_hidden=16)
+
+
+def test_resnet_parameter_counts_by_hand(topdown):
+    # IMPALA's sizes, 4 actions: a stage is a 3x3 convolution and two residual blocks of two 3x3 convolutions;
+    # the max-pools take 84 -> 42 -> 21 -> 11, and a fully connected layer of 256 follows
+    stages = (
+        (9 * 4 * 16 + 16) + 4 * (9 * 16 * 16 + 16),
+        (9 * 16 * 32 + 32) + 4 * (9 * 32 * 32 + 32),
+        (9 * 32 * 32 + 32) + 4 * (9 * 32 * 32 + 32),
+    )
+    network = sum(stages) + (32 * 11 * 11 * 256 + 256)
+    heads = (256 * 4 + 4) + (256 + 1)
+    assert count_parameters(topdown.make_agent(topdown.Args(agent="resnet"), 4)) == network + heads == 1_090_517
+    lstm = 4 * 256 * (256 + 1 + 4) + 4 * 256 * 256 + 2 * 4 * 256  # input: features, previous reward, one-hot action
+    resnet_lstm = topdown.make_agent(topdown.Args(agent="resnet_lstm"), 4)
+    assert count_parameters(resnet_lstm) == network + lstm + heads == 1_621_973
+    # a small one: two stages of 4 and 8 channels (84 -> 42 -> 21), 16 units, an LSTM of 8
+    small = (9 * 4 * 4 + 4) + 4 * (9 * 4 * 4 + 4) + (9 * 4 * 8 + 8) + 4 * (9 * 8 * 8 + 8) + (8 * 21 * 21 * 16 + 16)
+    assert count_parameters(topdown.ResNetAgent(4, **RESNET_SMALL)) == small + (16 * 4 + 4) + (16 + 1) == 59_921
+    small_lstm = 4 * 8 * (16 + 1 + 4) + 4 * 8 * 8 + 2 * 4 * 8
+    count = count_parameters(topdown.ResNetLSTMAgent(4, **RESNET_SMALL, core_hidden=8))
+    assert count == small + small_lstm + (8 * 4 + 4) + (8 + 1) == 60_873
+
+
+def test_feedforward_baseline_sees_each_observation_alone(topdown):
+    """The Feedforward Baseline's policy and value are its heads on the residual network's output: the state, the
+    previous action and reward and the episode ends change nothing, and it has no attention map."""
+    torch.manual_seed(6)
+    agent = topdown.ResNetAgent(5, **RESNET_SMALL)
+    obs = random_inputs(3, 1)
+    state = agent.initial_state(3, "cpu")
+    with torch.no_grad():
+        hidden, new_state = agent.unroll(obs, state, torch.full((3,), 5), torch.zeros(3), torch.zeros(3))
+        other, _ = agent.unroll(obs, (torch.randn(3, 1),), torch.tensor([0, 1, 2]), torch.ones(3), torch.ones(3))
+        changed, _ = agent.unroll(random_inputs(3, 1, seed=1), state, torch.full((3,), 5), torch.zeros(3), torch.zeros(3))
+    assert torch.equal(hidden, other) and not torch.allclose(hidden, changed)
+    assert torch.equal(hidden, agent.vision(obs)) and hidden.shape == (3, 16)
+    assert len(new_state) == 1 and torch.equal(new_state[0], torch.zeros(3, 1))
+    assert agent.attention_maps(obs, state) == {}
+
+
+def test_lstm_baseline_replays_rollout_and_reads_previous_step(topdown):
+    torch.manual_seed(7)
+    agent = topdown.ResNetLSTMAgent(5, **RESNET_SMALL, core_hidden=8)
+    assert_replay_reproduces_rollout(agent, steps=10)
+    obs, state = random_inputs(2, 1), tuple(torch.randn_like(s) for s in agent.initial_state(2, "cpu"))
+    with torch.no_grad():
+        outputs = [
+            agent.unroll(obs, state, torch.tensor(action), torch.tensor(reward), torch.zeros(2))[0]
+            for action, reward in (([0, 0], [0.0, 0.0]), ([1, 1], [0.0, 0.0]), ([0, 0], [1.0, 1.0]))
+        ]
+    assert not torch.allclose(outputs[0], outputs[1]) and not torch.allclose(outputs[0], outputs[2])
+    assert agent.attention_maps(obs, state) == {}
+
+
+# ---------------------------------------------------------------------------------------------------
 # end to end through the real entry point
 
 
@@ -420,6 +502,8 @@ def test_eval_only(mode_runs, tmp_path):
     [
         ([*SMALL_FLAGS, "--num-envs", "3", "--num-minibatches", "2"], "whole environments"),
         ([*SMALL_FLAGS, "--query-mode", "l2norm", "--key-channels", "6"], "divisible"),
+        ([*SMALL_FLAGS, "--agent", "resnet"], "do not apply to --agent resnet"),
+        (["--agent", "resnet_lstm", "--save-attention"], "--agent resnet_lstm has none"),
     ],
 )
 def test_bad_settings_refused(tmp_path, extra, words):
@@ -428,3 +512,106 @@ def test_bad_settings_refused(tmp_path, extra, words):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
     assert words in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "runs").exists()
+
+
+BASELINE_RUN = [
+    "--env-id",
+    "Breakout",
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "16",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "1",
+    "--eval-episodes",
+    "2",
+    "--eval-freq",
+    "32",
+    "--save-freq",
+    "32",
+    "--torch-threads",
+    "1",
+    "--env-threads",
+    "1",
+    "--total-timesteps",
+    "32",
+    "--precision",
+    "fp32",
+    "--impala-channels",
+    "8",
+    "8",
+    "8",
+    "--resnet-hidden",
+    "32",
+]
+BASELINES = {"resnet": ("ResNetAgent", ["--capture-video"]), "resnet_lstm": ("ResNetLSTMAgent", ["--core-hidden", "32"])}
+
+
+@pytest.mark.parametrize("baseline", BASELINES)
+def test_baseline_trains_through_the_entry_point(baseline, tmp_path):
+    """Table 1's baselines are one flag away and run through the same loop: the run folder and checkpoint are named
+    after the baseline, the rollouts are replayed exactly, the tools load the checkpoint and find no spatial map, and
+    a video (`--capture-video`, the same drawing as `attention_utils.enjoy`) shows the game alone and says so."""
+    import json
+
+    import imageio.v3 as iio
+
+    from attention_utils.checkpoints import input_saliency, load_agent, sequence_saliency
+    from attention_utils.results import variant_name
+
+    agent_class, extra = BASELINES[baseline]
+    proc = run_topdown([*BASELINE_RUN, "--agent", baseline, *extra], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (run_dir,) = tmp_path.glob("runs/*")
+    assert run_dir.name.split("__")[2] == baseline
+    checkpoint_path = run_dir / "step_000000032.cleanrl_model"
+    checkpoint = load_checkpoint(checkpoint_path)
+    assert checkpoint["variant"] == baseline and checkpoint["args"]["agent"] == baseline
+    assert [int(r[0]) for r in read_evals(run_dir)[1]] == [32]
+    scalars = read_scalars(run_dir)
+    assert max(v for _, v in scalars["debug/replay_logprob_error"]) < 1e-4
+    assert max(v for _, v in scalars["debug/replay_value_error"]) < 1e-4
+    assert variant_name(json.loads((run_dir / "args.json").read_text())) == baseline
+    loaded = load_agent(str(checkpoint_path))
+    assert type(loaded.agent).__name__ == agent_class and loaded.variant == baseline
+    assert input_saliency(loaded) is None and sequence_saliency(loaded) is None
+    if "--capture-video" in extra:
+        (video,) = (run_dir / "videos").glob("*.mp4")
+        assert iio.imread(video, index=0).shape == (210, 160, 3)  # the frame, no head panels
+        notes = [line for line in proc.stdout.splitlines() if "no attention map" in line]
+        assert notes == [f"note: {agent_class} has no attention map (spatial or temporal): videos show the game alone"]
+
+
+def test_old_two_layer_query_checkpoint_still_loads(topdown, tmp_path):
+    """A checkpoint written before the query network had three layers: its args hold `query_hidden` as one int and
+    lack the fields added since (`agent`, the ResNet sizes), its weights are a two-layer query network's. The tools'
+    loader and `--resume --eval-only` rebuild that network, not the new default, and its weights load."""
+    from attention_utils.checkpoints import load_agent
+
+    torch.manual_seed(8)
+    old_sizes = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32)
+    agent = topdown.Agent(4, **old_sizes)
+    # the query network as the script built it then: Linear(core_hidden, query_hidden), ReLU, Linear(., heads x 72)
+    agent.query_net = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4 * 72))
+    old_args = {k: v for k, v in vars(topdown.Args()).items() if k not in ("agent", "impala_channels", "resnet_hidden")}
+    old_args.update(old_sizes, query_hidden=32)
+    run_dir = tmp_path / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    path = run_dir / "step_000000032.cleanrl_model"
+    saved = dict(model=agent.state_dict(), optimizer={}, args=old_args, global_step=32, iteration=1)
+    torch.save({**saved, "script": "ppo_atari_topdown.py", "variant": "topdown"}, path)
+
+    loaded = load_agent(str(path))
+    assert loaded.variant == "topdown"
+    assert [tuple(m.weight.shape) for m in loaded.agent.query_net if isinstance(m, torch.nn.Linear)] == [(32, 32), (288, 32)]
+    core_h = torch.randn(2, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.agent.queries(core_h), agent.query_net(core_h).view(2, 4, 72), atol=1e-6)
+    flags = ["--eval-only", "--eval-episodes", "1", "--precision", "fp32", "--torch-threads", "1", "--env-threads", "1"]
+    proc = run_topdown(["--resume", path, *flags], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert "eval-only: topdown at step 32" in proc.stdout
+    (results,) = run_dir.glob("eval_only_Breakout_step_000000032_1ep.csv")
+    assert len(results.read_text().splitlines()) == 2

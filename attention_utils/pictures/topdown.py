@@ -4,7 +4,8 @@ agents of "Neural architecture impact on identifying temporally extended Reinfor
 
 What is drawn follows the keys of the agent's `attention_maps`: "attention" (spatial heads, (N, heads, 17, 17), drawn
 bright where attended, as the first paper draws them), "what_where" (its section 4.6: the share of each logit from
-the content part of the query) and "temporal" (a Transformer-XL core's weights over the previous steps). The games
+the content part of the query) and "temporal" (a Transformer-XL core's weights over the previous steps); the
+top-down script's ResNet baselines have none, and their videos show the game alone. The games
 are played with the script's `Memory`, which carries the recurrent state as in training."""
 
 import imageio
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 
 from attention_utils.ale import RenderedAtari
 from attention_utils.runs import save_figure
+
+NOTED_WITHOUT_MAPS = set()  # the agent classes whose videos were said to show the game alone (said once per process)
 
 
 def heat_on_screen(script, attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -174,6 +177,11 @@ def record_video(script, agent, game, seed, device, autocast, path, deterministi
     env = RenderedAtari(game, seed)
     obs, done, episode_return = env.reset(), False, 0.0
     memory, lives = script.Memory(agent, 1, device), env.ale.lives()
+    with torch.no_grad():
+        has_maps = bool(agent.attention_maps(obs[None].to(device), memory.state))
+    if not has_maps and type(agent).__name__ not in NOTED_WITHOUT_MAPS:  # once per agent class and process
+        NOTED_WITHOUT_MAPS.add(type(agent).__name__)
+        print(f"note: {type(agent).__name__} has no attention map (spatial or temporal): videos show the game alone")
     with imageio.get_writer(path, fps=15, macro_block_size=1) as video:  # streamed: long episodes stay out of memory
         while not done:
             with torch.no_grad(), autocast():
