@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from attention_utils.ale import RenderedAtari
-from attention_utils.runs import save_figure
+from attention_utils.runs import atomic_path, save_figure
 
 NOTED_WITHOUT_MAPS = set()  # the agent classes whose videos were said to show the game alone (said once per process)
 
@@ -182,7 +182,8 @@ def record_video(script, agent, game, seed, device, autocast, path, deterministi
     if not has_maps and type(agent).__name__ not in NOTED_WITHOUT_MAPS:  # once per agent class and process
         NOTED_WITHOUT_MAPS.add(type(agent).__name__)
         print(f"note: {type(agent).__name__} has no attention map (spatial or temporal): videos show the game alone")
-    with imageio.get_writer(path, fps=15, macro_block_size=1) as video:  # streamed: long episodes stay out of memory
+    # streamed (long episodes stay out of memory) into a temporary file that takes the name once complete
+    with atomic_path(path) as temporary, imageio.get_writer(temporary, fps=15, macro_block_size=1) as video:
         while not done:
             with torch.no_grad(), autocast():
                 frame = video_frame(
