@@ -282,6 +282,13 @@ class ConvLSTM(nn.Module):
         return h, c
 
 
+def lstm_in_fp32(cell: nn.LSTMCell, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+    """One step of the policy LSTM in fp32 whatever the autocast: CUDA autocast runs `lstm_cell` in bf16, which
+    would round the cell state at every step (the ConvLSTM keeps its state in fp32 for the same reason)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return cell(x.float(), state)
+
+
 def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
     """(N, 17, 17) or (N, heads, 17, 17) map on the vision core's grid -> (N, [heads,] 84, 84): transposed
     convolution with a ones kernel of the footprint of conv1 then conv2 on the input (20x20, stride 4), so
@@ -450,8 +457,8 @@ class Agent(PolicyHeads):
         for t in range(input_gates.shape[0]):
             vision_h, vision_c = self.conv_lstm(input_gates[t], (vision_h, vision_c))  # eq. 1
             core_input, _, _, _ = self.attend(vision_h, core_h)
-            core_h, core_c = self.lstm(
-                self.core_mlp(torch.cat([core_input, extra_inputs[t]], 1)).float(), (core_h, core_c)
+            core_h, core_c = lstm_in_fp32(
+                self.lstm, self.core_mlp(torch.cat([core_input, extra_inputs[t]], 1)), (core_h, core_c)
             )  # eq. 6
             outputs.append(core_h)
             mask = keep[t]  # an episode ended at this observation: the next one starts from zeros
@@ -582,7 +589,7 @@ class ResNetLSTMAgent(PolicyHeads):
         keep = (1.0 - done).reshape(-1, num_envs)  # (T * N,) -> (T, N)
         outputs = []
         for t in range(inputs.shape[0]):
-            core_h, core_c = self.lstm(inputs[t], (core_h, core_c))
+            core_h, core_c = lstm_in_fp32(self.lstm, inputs[t], (core_h, core_c))
             outputs.append(core_h)
             mask = keep[t][:, None]  # an episode ended at this observation: the next one starts from zeros
             core_h, core_c = core_h * mask, core_c * mask

@@ -55,3 +55,27 @@ print(torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_ena
     assert all_deterministic == str(on_cuda)
     assert workspace == (":4096:8" if on_cuda else "None")
     assert tf32_matmul == tf32_cudnn == str(precision != "fp32")
+
+
+@pytest.mark.parametrize("agent_kind", ["attention", "resnet_lstm"])
+def test_policy_lstm_runs_in_fp32_under_autocast(agent_kind, monkeypatch):
+    # CUDA autocast would run lstm_cell in bf16 and round the cell state each step; the step runs with autocast off
+    # (checked on the CPU by recording the autocast state inside the LSTM cell)
+    topdown = load_module(REPO / "ppo_atari_topdown.py", "ppo_atari_topdown")
+    small = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32, query_hidden=(32,))
+    agent = topdown.make_agent(topdown.Args(agent=agent_kind, impala_channels=(4, 4, 4), resnet_hidden=16, **small), 4)
+    seen = []
+    forward = torch.nn.LSTMCell.forward
+
+    def recording_forward(cell, x, state=None):
+        seen.append((torch.is_autocast_enabled("cpu"), x.dtype))
+        return forward(cell, x, state)
+
+    monkeypatch.setattr(torch.nn.LSTMCell, "forward", recording_forward)
+    steps, envs = 3, 2
+    obs = torch.randint(0, 255, (steps * envs, 4, 84, 84), dtype=torch.uint8)
+    zeros = torch.zeros(steps * envs)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = agent.unroll(obs, agent.initial_state(envs, "cpu"), zeros.long(), zeros, zeros)
+    assert seen == [(False, torch.float32)] * steps
+    assert all(s.dtype == torch.float32 for s in state)
