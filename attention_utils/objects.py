@@ -7,10 +7,11 @@ and turned into boxes on the 84x84 observation; the agent's map is the one every
 (`checkpoints.input_saliency`). Per frame and per object class (ball, player, enemy, ...; `all` = every object):
 - NSS at the objects' pixels: Free-Lunch Saliency's eq. (1) with the pixels inside the class's boxes as the
   fixations (`metrics.nss`);
-- the share of the map's mass inside the class's boxes, against the boxes' share of the screen (`lift` = the
-  ratio: 1 is what a uniform map gets);
-- shuffled AUC (`metrics.shuffled_auc`): the map's values at this frame's object pixels against its values at
-  the object pixels of `--negatives` other frames of the same game, so a fixed centre or edge bias scores 0.5.
+- the share of the map's mass inside the class's boxes, against the boxes' share of the screen (what a uniform
+  map gets);
+- shuffled AUC (`metrics.shuffled_auc`, count-weighted): the map's values at this frame's object pixels against
+  its values at the object pixels of `--negatives` other frames of the same game (a pixel covered in k of them
+  weighs k; one covered here too counts on both sides), so a fixed centre or edge bias scores 0.5.
 
 Sanity baselines on the same frames, in the same tables (Adebayo et al. 2018, "Sanity Checks for Saliency
 Maps", section 3.1, the model parameter randomisation test, and the usual saliency baselines):
@@ -53,6 +54,7 @@ from attention_utils.cli_checks import (
 )
 from attention_utils.metrics import mean_defined, nss, shuffled_auc
 from attention_utils.ram_layouts import LAYOUTS, SCREEN, Box, layout_name, object_boxes
+from attention_utils.runs import atomic_open, save_figure, write_text
 
 GRID = 84  # the observation's side
 MAPS = ("agent", "randomised", "intensity", "motion", "centre")  # the agent's map first, then the baselines
@@ -398,7 +400,7 @@ def figure(path: str, recordings: list[Recording], frames_per_agent: int) -> Non
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(f"attention and objects: {recordings[0].game}", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
@@ -461,13 +463,12 @@ def main(args: Args) -> list[str]:
     for game, results in by_game.items():
         stem = free_path(os.path.join(out, f"{game}_objects"), (".csv", ".md", ".png"))  # earlier results are kept
         recordings = [rec for rec, _, _ in results]
-        with open(f"{stem}.csv", "w", newline="") as f:
+        with atomic_open(f"{stem}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(results[0][1][0]))
             writer.writeheader()
             for _, rows, _ in results:
                 writer.writerows(rows)
-        with open(f"{stem}.md", "w") as f:
-            f.write(markdown(game, recordings, [means for _, _, means in results], args.frames, args.negatives))
+        write_text(f"{stem}.md", markdown(game, recordings, [means for _, _, means in results], args.frames, args.negatives))
         figure(f"{stem}.png", recordings, args.figure_frames)
         print(f"{game}: {stem}.md, {stem}.csv, {stem}.png")
         written.append(stem)
