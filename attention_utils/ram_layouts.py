@@ -6,14 +6,16 @@ the screen column or row of the object's top-left pixel on the 210x160 frame, an
 screen pixels. Boxes are clipped to the game's playfield, the part of the screen the objects are drawn in;
 a box left empty by the clipping (an object off screen) is not returned.
 
-Where the bytes come from. The RAM bytes of each object were first published in the AtariARI benchmark:
-Anand et al. 2019, "Unsupervised State Representation Learning in Atari" (NeurIPS 2019), its table of RAM
-annotations per game. The offsets, sizes, playfields and visibility rules are not in that table: they were
-measured here against the frames ale-py renders, and `tests/test_objects.py` checks every object of every
-layout against the rendered RGB frame over a few hundred steps of random play (the object's pixels, found by
-its colour, lie within 2 px of the box, and where the layout says an object is shown it is drawn).
+Where the bytes come from. Each layout's `source` names the table that first published its RAM bytes: the
+AtariARI benchmark (Anand et al. 2019, "Unsupervised State Representation Learning in Atari", NeurIPS 2019, its
+RAM annotations per game) or OCAtari (Delfosse et al., "OCAtari: Object-Centric Atari 2600 Reinforcement Learning
+Environments"); the tables here were written from those facts, and bytes found here are marked as such in the
+comments. The offsets, sizes, playfields and visibility rules were measured against the frames ale-py renders,
+and `tests/test_objects.py` checks every object class of every layout against the rendered RGB frame over a few
+hundred steps of random play (where its colour shows, the box is within 2 px of those pixels; where the layout
+says an object is drawn, its colour shows unless something is in front of it).
 
-    boxes = object_boxes("Breakout", ale.getRAM())  # [("ball", (top, left, bottom, right)), ("player", (...))]
+    boxes = object_boxes("Breakout", ram, previous_ram)  # [("ball", (top, left, bottom, right)), ("player", (...))]
 """
 
 from dataclasses import dataclass
