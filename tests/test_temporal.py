@@ -228,7 +228,9 @@ def test_parameter_count_by_hand(temporal):
     heads_out = (d * 4 + 4) + (d + 1)
     adaptive = temporal.AdaptiveAgent(4)
     assert sum(p.numel() for p in adaptive.parameters()) == vision + ((256 + 1 + 4) * d + d) + 2 * layer + heads_out
-    mott = sum(p.numel() for p in load_module(REPO / "ppo_atari_topdown.py", "ppo_atari_topdown").Agent(4).parameters())
+    # the spatio-temporal agent keeps the earlier two-layer query network: compare with Mott's agent built with it
+    topdown = load_module(REPO / "ppo_atari_topdown.py", "ppo_atari_topdown")
+    mott = sum(p.numel() for p in topdown.Agent(4, query_hidden=128).parameters())
     lstm, mott_heads = 2 * 4 * 256 * 256 + 2 * 4 * 256, (256 * 4 + 4) + (256 + 1)
     # spatiotemporal: Mott's agent at core width d, the LSTM replaced by 2 layers
     query_net = (256 * 128 + 128) - (d * 128 + 128)
