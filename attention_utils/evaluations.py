@@ -33,7 +33,6 @@ Rules (a note is printed whenever a file is not used):
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import re
 from collections import defaultdict
@@ -54,6 +53,7 @@ from attention_utils.results import (
     check_runs_paths,
     game_name,
     markdown_table,
+    name_shared_variants,
     ordered_variants,
     read_args_json,
     read_csv_columns,
@@ -204,16 +204,7 @@ def select_evaluations(evaluations: list[Evaluation]) -> list[Evaluation]:
                 f"note: {len(group)} evaluations of {variant}/seed {seed} on {game}; using {group[0].source} (step "
                 f"{group[0].step:,}, {len(group[0].returns)} episodes), not {', '.join(e.source for e in group[1:])}"
             )
-    experiments = defaultdict(set)
-    for evaluation in kept:
-        experiments[evaluation.variant].add(evaluation.exp_name)
-    shared = {variant for variant, names in experiments.items() if len(names) > 1}
-    if shared:
-        print(f"note: variant(s) {', '.join(sorted(shared))} come from several experiments; named 'variant (exp_name)'")
-    return [
-        dataclasses.replace(e, variant=f"{e.variant} ({e.exp_name})") if e.variant in shared else e
-        for e in sorted(kept, key=lambda e: (e.game, e.variant, e.seed))
-    ]
+    return name_shared_variants(sorted(kept, key=lambda e: (e.game, e.variant, e.seed)))
 
 
 def ordered_games(games) -> list[str]:

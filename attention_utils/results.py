@@ -496,16 +496,19 @@ def prepare_runs(runs: list[Run]) -> list[Run]:
             kept[key] = better
         else:
             kept[key] = run
+    return name_shared_variants(list(kept.values()))
+
+
+def name_shared_variants(items: list) -> list:
+    """Items (runs or evaluations, with `variant` and `exp_name`) whose variant name several experiments share are
+    renamed "variant (exp_name)", with a note; the others are returned as they are, in the same order."""
     experiments = defaultdict(set)
-    for run in kept.values():
-        experiments[run.variant].add(run.exp_name)
+    for item in items:
+        experiments[item.variant].add(item.exp_name)
     shared = {variant for variant, names in experiments.items() if len(names) > 1}
     if shared:
         print(f"note: variant(s) {', '.join(sorted(shared))} come from several experiments; named 'variant (exp_name)'")
-    return [
-        dataclasses.replace(run, variant=f"{run.variant} ({run.exp_name})") if run.variant in shared else run
-        for run in kept.values()
-    ]
+    return [dataclasses.replace(i, variant=f"{i.variant} ({i.exp_name})") if i.variant in shared else i for i in items]
 
 
 def note_unequal_periods(runs: list[Run]) -> list[str]:

@@ -80,10 +80,11 @@ def script_env():
     return env
 
 
-def run_script(args, cwd, timeout=300):
-    """Run the training script with `args` in `cwd`; returns the CompletedProcess (text stdout/stderr)."""
+def run_script(args, cwd, timeout=300, script=SCRIPT):
+    """Run a training script (default ppo_atari_selfattn.py) with `args` in `cwd`; returns the CompletedProcess
+    (text stdout/stderr)."""
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
+        [sys.executable, str(script), *map(str, args)],
         cwd=cwd,
         env=script_env(),
         capture_output=True,

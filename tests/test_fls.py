@@ -2,15 +2,13 @@
 
 import json
 import math
-import subprocess
-import sys
 import typing
 
 import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, describe, load_module, read_evals, script_env
+from conftest import REPO, describe, load_module, read_evals, run_script
 
 SCRIPT = REPO / "ppo_atari_fls.py"
 ARCHS = [
@@ -138,9 +136,7 @@ def test_video_frame_directly(fls, arch):
 
 
 def run_fls(args, cwd):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=300
-    )
+    return run_script(args, cwd, 300, SCRIPT)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -2,13 +2,11 @@
 evaluation mode and the saliency video."""
 
 import csv
-import subprocess
-import sys
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import REPO, describe, load_module, script_env
+from conftest import REPO, describe, load_module, run_script
 
 from attention_utils.ale import AlePool, RenderedAtari
 
@@ -25,14 +23,7 @@ def fls():
 
 
 def run_fls(args, cwd, timeout=600):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        cwd=cwd,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_script(args, cwd, timeout, SCRIPT)
 
 
 def ram_score(ale):

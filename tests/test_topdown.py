@@ -3,14 +3,12 @@ replay equivalence, and tiny end-to-end runs of every query mode through the rea
 
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 import torch
-from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, script_env
+from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, run_script
 
 from attention_utils.runs import RUN_CONTROL_FIELDS
 
@@ -64,14 +62,7 @@ def topdown():
 
 def run_topdown(args, cwd, timeout=600, script=SCRIPT):
     """Run a recurrent training script (this one, or ppo_atari_temporal.py) with `args` in `cwd`."""
-    return subprocess.run(
-        [sys.executable, str(script), *map(str, args)],
-        cwd=cwd,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_script(args, cwd, timeout, script)
 
 
 def random_inputs(num_envs, steps, seed=0):
