@@ -114,7 +114,8 @@ class Args:
     """`bf16`: forward passes under bfloat16 autocast, losses in fp32; `fp32`: everything in float32; `auto`: bf16
     where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32"""
     compile: bool = False
-    """if toggled, the network is compiled with torch.compile"""
+    """if toggled, the agent is compiled with torch.compile: its per-step cell where it steps through a sequence
+    (`spatiotemporal`), else its sequence function"""
     torch_threads: int = 0
     """torch intra-op threads for the update (minibatches of `minibatch_size`); 0 = all cores"""
     rollout_threads: int = 1
@@ -143,8 +144,10 @@ class Args:
     """`spatiotemporal`: channels of conv2 and conv3 (conv1 has half)"""
     mlp_hidden: int = 512
     """`spatiotemporal`: size of the first layer of the MLP that embeds a step for the temporal core"""
-    query_hidden: int = 128
-    """`spatiotemporal`: hidden size of the query network"""
+    query_hidden: tuple[int, ...] = (128, 128)
+    """`spatiotemporal`: hidden layer sizes of the query network: two make the three-layer MLP of "Towards Interpretable
+    Reinforcement Learning Using Attention Augmented Agents" (section 4), one the earlier two-layer network (as
+    checkpoints written before this option took a list load)"""
     impala_channels: tuple[int, ...] = (16, 32, 32)
     """`adaptive`: channels of the IMPALA residual vision core's stages (IMPALA's 16, 32, 32)"""
     vision_hidden: int = 256
@@ -304,6 +307,14 @@ class ConvLSTM(nn.Module):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
+
+
+def in_fp32(module: nn.Module, *inputs):
+    """Runs `module` in fp32 whatever the autocast. The per-step parts of the spatio-temporal agent (query network,
+    policy MLP, temporal core) see a few rows at a time: bf16 saves nothing there (small bf16 matmuls are slower than
+    fp32 ones on CPUs) and would round the memory at every step (the ConvLSTM keeps its cell state in fp32 too)."""
+    with torch.autocast(inputs[0].device.type, enabled=False):
+        return module(*(x.float() if isinstance(x, torch.Tensor) else x for x in inputs))
 
 
 def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
@@ -546,6 +557,12 @@ class TemporalPolicy(nn.Module):
         """Added to the PPO loss: the L1 penalty on the learned attention spans (0 without adaptive span)."""
         return self.temporal.span_loss().to(self.actor.weight.device)
 
+    def compile_core(self) -> None:
+        """`--compile`: torch.compile on the agent's per-step cell when it steps through a sequence (`step`, traced once
+        and reused at every step; tracing the unrolled sequence would copy it num_steps times), else on `unroll`."""
+        name = "step" if hasattr(self, "step") else "unroll"
+        setattr(self, name, torch.compile(getattr(self, name)))
+
     def logged_scalars(self) -> dict[str, float]:
         """The architecture's own scalars, logged every iteration: with adaptive span, the heads' mean span in steps."""
         if not self.temporal.layers[0].adaptive_span:
@@ -674,9 +691,10 @@ class SpatioTemporalAgent(TemporalPolicy):
 
     def __init__(self, num_actions: int, query_mode: str = "topdown", num_queries: int = 4, key_channels: int = 8,
                  value_channels: int = 120, basis_frequencies: int = 4, conv_channels: int = 64, mlp_hidden: int = 512,
-                 query_hidden: int = 128, d_model: int = 128, transformer_layers: int = 2, transformer_heads: int = 4,
-                 transformer_ff: int = 256, memory_len: int = 64, gating: str = "gru", adaptive_span: bool = False,
-                 span_ramp: int = 16, span_init: float = 1.0, span_coef: float = 2e-6):  # fmt: skip
+                 query_hidden: int | tuple[int, ...] = (128, 128), d_model: int = 128, transformer_layers: int = 2,
+                 transformer_heads: int = 4, transformer_ff: int = 256, memory_len: int = 64, gating: str = "gru",
+                 adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0,
+                 span_coef: float = 2e-6):  # fmt: skip
         super().__init__()
         if query_mode not in ("topdown", "fixed", "l2norm"):
             raise ValueError(f"unknown query mode {query_mode!r}; valid: topdown, fixed, l2norm")
@@ -692,10 +710,14 @@ class SpatioTemporalAgent(TemporalPolicy):
         basis_channels = self.basis.shape[0]
         self.query_size = key_channels + basis_channels  # c_k + c_s
         if query_mode == "topdown":  # from the temporal core's previous output (d_model)
-            hidden = layer_init(nn.Linear(d_model, query_hidden))
+            # a checkpoint written when the query network had one hidden layer saved its size as an int
+            sizes = [d_model, *((query_hidden,) if isinstance(query_hidden, int) else query_hidden)]
+            hidden_layers = []
+            for size_in, size_out in zip(sizes[:-1], sizes[1:]):
+                hidden_layers += [layer_init(nn.Linear(size_in, size_out)), nn.ReLU()]
             self.query_net = nn.Sequential(
-                hidden, nn.ReLU(), layer_init(nn.Linear(query_hidden, num_queries * self.query_size), std=1.0)
-            )
+                *hidden_layers, layer_init(nn.Linear(sizes[-1], num_queries * self.query_size), std=1.0)
+            )  # (N, d_model) -> (N, heads x (c_k + c_s))
         elif query_mode == "fixed":
             self.query_bias = nn.Parameter(torch.randn(num_queries, self.query_size) / math.sqrt(self.query_size))
         answer_size = num_queries * (value_channels + basis_channels)
@@ -729,7 +751,7 @@ class SpatioTemporalAgent(TemporalPolicy):
     def queries(self, core_h: torch.Tensor) -> Optional[torch.Tensor]:
         """(N, heads, c_k + c_s) queries from the previous core output (eq. 2); None for l2norm."""
         if self.query_mode == "topdown":
-            return self.query_net(core_h).float().view(-1, self.num_queries, self.query_size)  # (N, heads, c_k + c_s)
+            return in_fp32(self.query_net, core_h).view(-1, self.num_queries, self.query_size)  # (N, heads, c_k + c_s)
         if self.query_mode == "fixed":
             return self.query_bias.expand(core_h.shape[0], -1, -1)  # (N, heads, c_k + c_s)
         return None
@@ -776,8 +798,10 @@ class SpatioTemporalAgent(TemporalPolicy):
         vision_h, vision_c, memory, valid, core_h = state
         vision_h, vision_c = self.conv_lstm(input_gates, (vision_h, vision_c))  # eq. 1
         core_input, _, _, _ = self.attend(vision_h, core_h)  # queries from the previous core output
-        embedding = self.core_mlp(torch.cat([core_input, extra_inputs], 1)).float()[:, None]  # (N, 1, d)
-        core_h, (memory, valid), weights = self.temporal(embedding, memory, valid, done[:, None])  # empties its memory itself
+        embedding = in_fp32(self.core_mlp, torch.cat([core_input, extra_inputs], 1))[:, None]  # (N, 1, d)
+        core_h, (memory, valid), weights = in_fp32(
+            self.temporal, embedding, memory, valid, done[:, None]
+        )  # empties its memory
         core_h = core_h[:, 0]  # (N, 1, d) -> (N, d)
         mask = 1.0 - done  # an episode ended at this observation: the next one starts from zeros
         vision_h, vision_c = vision_h * mask[:, None, None, None], vision_c * mask[:, None, None, None]
@@ -797,8 +821,9 @@ class SpatioTemporalAgent(TemporalPolicy):
         extra_inputs = self.extra_inputs(prev_action, prev_reward).reshape(-1, num_envs, 1 + self.num_actions)  # (T, N, 1 + A)
         done = done.reshape(-1, num_envs)  # (T * N,) -> (T, N)
         outputs = []
-        for t in range(input_gates.shape[0]):
-            core_h, state, _ = self.step(input_gates[t], extra_inputs[t], state, done[t])
+        # unbind, not [t]: autograd would back-propagate each [t] through a zero-filled copy of the whole sequence
+        for step_gates, step_extra, step_done in zip(input_gates.unbind(0), extra_inputs.unbind(0), done.unbind(0)):
+            core_h, state, _ = self.step(step_gates, step_extra, state, step_done)
             outputs.append(core_h)
         return torch.cat(outputs), state  # (T * N, d_model)
 
@@ -844,7 +869,10 @@ def check_args(args: Args) -> None:
     """Refuse, in one line and before anything is built, settings that cannot run."""
     batch_size = args.num_envs * args.num_steps
     defaults = Args()
-    changed = lambda fields: [f for f in fields if getattr(args, f) != getattr(defaults, f)]  # noqa: E731
+    # a checkpoint written when the query network had one hidden layer holds that earlier default, 128
+    earlier_defaults = {"query_hidden": 128}
+    changed = lambda fields: [f for f in fields if getattr(args, f) not in (getattr(defaults, f), earlier_defaults.get(f))]  # noqa: E731
+    query_hidden = (args.query_hidden,) if isinstance(args.query_hidden, int) else tuple(args.query_hidden)
     flags = lambda fields: ", ".join(f"--{f.replace('_', '-')}" for f in fields)  # noqa: E731
     unused = changed(IMPALA_FIELDS if args.arch == "spatiotemporal" else SPATIAL_FIELDS)
     problems = [
@@ -890,6 +918,10 @@ def check_args(args: Args) -> None:
             f"{flags(changed(SPAN_FIELDS))} only apply with --adaptive-span",
         ),
         (args.memory_len < 1, f"--memory-len {args.memory_len}: give at least 1"),
+        (
+            not query_hidden or min(query_hidden) < 1,
+            f"--query-hidden {' '.join(map(str, query_hidden))}: give one or more hidden sizes, each at least 1",
+        ),
         (
             min(args.transformer_layers, args.transformer_heads, args.d_model, args.transformer_ff) < 1,
             "--transformer-layers, --transformer-heads, --d-model and --transformer-ff must be at least 1",
@@ -1155,8 +1187,9 @@ if __name__ == "__main__":
     agent = make_agent(args, num_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     global_step, start_iteration = load_checkpoint(checkpoint, agent, optimizer) if checkpoint is not None else (0, 1)
-    get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
-    get_value = torch.compile(agent.get_value) if args.compile else agent.get_value
+    if args.compile:  # the agent's per-step cell, not the unrolled sequence (`compile_core`)
+        agent.compile_core()
+    get_action_and_value, get_value = agent.get_action_and_value, agent.get_value
 
     # logging: tensorboard (+ wandb), evals.csv, args.json
     if args.track:

@@ -111,7 +111,8 @@ class Args:
     """`bf16`: forward passes under bfloat16 autocast, losses in fp32; `fp32`: everything in float32; `auto`: bf16
     where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32"""
     compile: bool = False
-    """if toggled, the network is compiled with torch.compile"""
+    """if toggled, the agent is compiled with torch.compile: its per-step cell where it steps through a sequence
+    (`attention`, `resnet_lstm`), else its sequence function (`resnet`)"""
     torch_threads: int = 0
     """torch intra-op threads for the update (minibatches of `minibatch_size`); 0 = all cores"""
     rollout_threads: int = 1
@@ -282,11 +283,13 @@ class ConvLSTM(nn.Module):
         return h, c
 
 
-def lstm_in_fp32(cell: nn.LSTMCell, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
-    """One step of the policy LSTM in fp32 whatever the autocast: CUDA autocast runs `lstm_cell` in bf16, which
-    would round the cell state at every step (the ConvLSTM keeps its state in fp32 for the same reason)."""
-    with torch.autocast(x.device.type, enabled=False):
-        return cell(x.float(), state)
+def in_fp32(module: nn.Module, *inputs):
+    """Runs `module` in fp32 whatever the autocast. The per-step parts of a recurrent agent (query network, policy MLP
+    and LSTM) see a few rows at a time: bf16 saves nothing there (small bf16 matmuls are slower than fp32 ones on
+    CPUs), and CUDA autocast would run `lstm_cell` in bf16 and round the cell state at every step (the ConvLSTM keeps
+    its cell state in fp32 for the same reason)."""
+    with torch.autocast(inputs[0].device.type, enabled=False):
+        return module(*(x.float() if isinstance(x, torch.Tensor) else x for x in inputs))
 
 
 def upsample_to_input(attention_map: torch.Tensor) -> torch.Tensor:
@@ -317,6 +320,12 @@ class PolicyHeads(nn.Module):
         if action is None:
             action = logits.argmax(-1) if deterministic else probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).float(), state
+
+    def compile_core(self) -> None:
+        """`--compile`: torch.compile on the agent's per-step cell when it steps through a sequence (`step`, traced once
+        and reused at every step; tracing the unrolled sequence would copy it num_steps times), else on `unroll`."""
+        name = "step" if hasattr(self, "step") else "unroll"
+        setattr(self, name, torch.compile(getattr(self, name)))
 
     def auxiliary_loss(self) -> torch.Tensor:
         """Added to the PPO loss: nothing for these agents (the thesis's temporal agents add a span penalty here)."""
@@ -403,7 +412,7 @@ class Agent(PolicyHeads):
     def queries(self, core_h: torch.Tensor) -> Optional[torch.Tensor]:
         """(N, heads, c_k + c_s) queries from the previous core output (eq. 2); None for l2norm."""
         if self.query_mode == "topdown":
-            return self.query_net(core_h).float().view(-1, self.num_queries, self.query_size)  # (N, heads, c_k + c_s)
+            return in_fp32(self.query_net, core_h).view(-1, self.num_queries, self.query_size)  # (N, heads, c_k + c_s)
         if self.query_mode == "fixed":
             return self.query_bias.expand(core_h.shape[0], -1, -1)  # (N, heads, c_k + c_s)
         return None
@@ -443,28 +452,33 @@ class Agent(PolicyHeads):
         grid = (x.shape[0], self.num_queries, 17, 17)  # (N, heads, h*w) -> (N, heads, h, w)
         return {"attention": attention.view(grid), "what_where": share.view(grid)}
 
+    def step(self, input_gates, extra_inputs, keep, state):
+        """One step from the ConvLSTM's input gates (N, 4 C_lstm, 17, 17), [previous clipped reward, one-hot previous
+        action] (N, 1 + A) and `keep` (N,), 0 where the observation ended an episode. Returns (core output (N,
+        core_hidden), the state after the step: zeros where an episode ended, so the next one starts from them)."""
+        vision_h, vision_c, core_h, core_c = state
+        vision_h, vision_c = self.conv_lstm(input_gates, (vision_h, vision_c))  # eq. 1
+        core_input, _, _, _ = self.attend(vision_h, core_h)  # eqs. 2-5, queries from the previous core output
+        embedding = in_fp32(self.core_mlp, torch.cat([core_input, extra_inputs], 1))  # (N, core_hidden)
+        core_h, core_c = in_fp32(self.lstm, embedding, (core_h, core_c))  # eq. 6
+        vision_keep, core_keep = keep[:, None, None, None], keep[:, None]
+        return core_h, (vision_h * vision_keep, vision_c * vision_keep, core_h * core_keep, core_c * core_keep)
+
     def unroll(self, x, state, prev_action, prev_reward, done):
         """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
         at its start. Returns the core outputs (T * N, core_hidden) and the state after the sequence."""
-        vision_h, vision_c, core_h, core_c = state
-        num_envs = vision_h.shape[0]
+        num_envs = state[0].shape[0]
         input_gates = self.vision_features(x)
         input_gates = input_gates.reshape(-1, num_envs, *input_gates.shape[1:])  # (T * N, ...) -> (T, N, 4 C_lstm, 17, 17)
         prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (T * N, A)
         extra_inputs = torch.cat([prev_reward[:, None], prev_action.float()], 1).reshape(-1, num_envs, 1 + self.num_actions)
         keep = (1.0 - done).reshape(-1, num_envs)  # (T * N,) -> (T, N)
         outputs = []
-        for t in range(input_gates.shape[0]):
-            vision_h, vision_c = self.conv_lstm(input_gates[t], (vision_h, vision_c))  # eq. 1
-            core_input, _, _, _ = self.attend(vision_h, core_h)
-            core_h, core_c = lstm_in_fp32(
-                self.lstm, self.core_mlp(torch.cat([core_input, extra_inputs[t]], 1)), (core_h, core_c)
-            )  # eq. 6
+        # unbind, not [t]: autograd would back-propagate each [t] through a zero-filled copy of the whole sequence
+        for step_gates, step_extra, step_keep in zip(input_gates.unbind(0), extra_inputs.unbind(0), keep.unbind(0)):
+            core_h, state = self.step(step_gates, step_extra, step_keep, state)
             outputs.append(core_h)
-            mask = keep[t]  # an episode ended at this observation: the next one starts from zeros
-            vision_h, vision_c = vision_h * mask[:, None, None, None], vision_c * mask[:, None, None, None]
-            core_h, core_c = core_h * mask[:, None], core_c * mask[:, None]
-        return torch.cat(outputs), (vision_h, vision_c, core_h, core_c)  # (T * N, core_hidden)
+        return torch.cat(outputs), state  # (T * N, core_hidden)
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
@@ -581,19 +595,23 @@ class ResNetLSTMAgent(PolicyHeads):
     def unroll(self, x, state, prev_action, prev_reward, done):
         """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
         at its start. Returns the LSTM outputs (T * N, core_hidden) and the state after the sequence."""
-        core_h, core_c = state
-        num_envs = core_h.shape[0]
+        num_envs = state[0].shape[0]
         prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (T * N, A)
         inputs = torch.cat([self.vision(x).float(), prev_reward[:, None], prev_action.float()], 1)  # (T * N, F)
         inputs = inputs.reshape(-1, num_envs, inputs.shape[-1])  # (T * N, F) -> (T, N, F)
         keep = (1.0 - done).reshape(-1, num_envs)  # (T * N,) -> (T, N)
         outputs = []
-        for t in range(inputs.shape[0]):
-            core_h, core_c = lstm_in_fp32(self.lstm, inputs[t], (core_h, core_c))
+        # unbind, not [t]: autograd would back-propagate each [t] through a zero-filled copy of the whole sequence
+        for step_inputs, step_keep in zip(inputs.unbind(0), keep.unbind(0)):
+            core_h, state = self.step(step_inputs, step_keep, state)
             outputs.append(core_h)
-            mask = keep[t][:, None]  # an episode ended at this observation: the next one starts from zeros
-            core_h, core_c = core_h * mask, core_c * mask
-        return torch.cat(outputs), (core_h, core_c)  # (T * N, core_hidden)
+        return torch.cat(outputs), state  # (T * N, core_hidden)
+
+    def step(self, inputs, keep, state):
+        """One LSTM step on (N, F) inputs; `keep` (N,) is 0 where the observation ended an episode. Returns (output
+        (N, core_hidden), the state after the step: zeros where an episode ended)."""
+        core_h, core_c = in_fp32(self.lstm, inputs, state)
+        return core_h, (core_h * keep[:, None], core_c * keep[:, None])
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
@@ -932,8 +950,9 @@ if __name__ == "__main__":
     agent = make_agent(args, num_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     global_step, start_iteration = load_checkpoint(checkpoint, agent, optimizer) if checkpoint is not None else (0, 1)
-    get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
-    get_value = torch.compile(agent.get_value) if args.compile else agent.get_value
+    if args.compile:  # the agent's per-step cell, not the unrolled sequence (`compile_core`)
+        agent.compile_core()
+    get_action_and_value, get_value = agent.get_action_and_value, agent.get_value
 
     # logging: tensorboard (+ wandb), evals.csv, args.json
     if args.track:

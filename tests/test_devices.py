@@ -72,6 +72,19 @@ def test_policy_lstm_runs_in_fp32_under_autocast(agent_kind, monkeypatch):
         return forward(cell, x, state)
 
     monkeypatch.setattr(torch.nn.LSTMCell, "forward", recording_forward)
+    # the attention agent's other per-step parts (query network, policy MLP) run in fp32 too: record their linears
+    per_step_linears = {
+        id(m) for name in ("query_net", "core_mlp") for m in getattr(agent, name, []) if isinstance(m, torch.nn.Linear)
+    }
+    seen_linears = []
+    linear_forward = torch.nn.Linear.forward
+
+    def recording_linear(layer, x):
+        if id(layer) in per_step_linears:
+            seen_linears.append((torch.is_autocast_enabled("cpu"), x.dtype))
+        return linear_forward(layer, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording_linear)
     steps, envs = 3, 2
     obs = torch.randint(0, 255, (steps * envs, 4, 84, 84), dtype=torch.uint8)
     zeros = torch.zeros(steps * envs)
@@ -79,3 +92,4 @@ def test_policy_lstm_runs_in_fp32_under_autocast(agent_kind, monkeypatch):
         _, state = agent.unroll(obs, agent.initial_state(envs, "cpu"), zeros.long(), zeros, zeros)
     assert seen == [(False, torch.float32)] * steps
     assert all(s.dtype == torch.float32 for s in state)
+    assert seen_linears == [(False, torch.float32)] * (steps * len(per_step_linears))

@@ -40,6 +40,8 @@ WITHOUT_PACKAGE = (
 # The recurrent main block is the feed-forward one with these lines removed and these added, nothing else (indentation
 # stripped): a change to one block that is not mirrored in the other fails the test.
 FEEDFORWARD_ONLY_LINES = [
+    "get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value",
+    "get_value = torch.compile(agent.get_value) if args.compile else agent.get_value",
     "action, logprob, _, value = get_action_and_value(next_obs[rows])",
     "next_value = get_value(next_obs).reshape(1, -1)",
     "b_inds = torch.randperm(args.batch_size, device=device)  # minibatch indices made on the device",
@@ -50,6 +52,9 @@ FEEDFORWARD_ONLY_LINES = [
     "loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef",
 ]
 RECURRENT_ONLY_LINES = [
+    "if args.compile:  # the agent's per-step cell, not the unrolled sequence (`compile_core`)",
+    "agent.compile_core()",
+    "get_action_and_value, get_value = agent.get_action_and_value, agent.get_value",
     "prev_actions_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)",
     "prev_rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)",
     '# recurrent inputs of the next step: the agent\'s state (env dimension first), previous action ("none" = num_actions)',

@@ -228,15 +228,29 @@ def test_parameter_count_by_hand(temporal):
     heads_out = (d * 4 + 4) + (d + 1)
     adaptive = temporal.AdaptiveAgent(4)
     assert sum(p.numel() for p in adaptive.parameters()) == vision + ((256 + 1 + 4) * d + d) + 2 * layer + heads_out
-    # the spatio-temporal agent keeps the earlier two-layer query network: compare with Mott's agent built with it
+    # the spatio-temporal agent has Mott's three-layer query network (on the core's d outputs, not the LSTM's 256)
     topdown = load_module(REPO / "ppo_atari_topdown.py", "ppo_atari_topdown")
-    mott = sum(p.numel() for p in topdown.Agent(4, query_hidden=128).parameters())
+    mott = sum(p.numel() for p in topdown.Agent(4).parameters())
     lstm, mott_heads = 2 * 4 * 256 * 256 + 2 * 4 * 256, (256 * 4 + 4) + (256 + 1)
     # spatiotemporal: Mott's agent at core width d, the LSTM replaced by 2 layers
     query_net = (256 * 128 + 128) - (d * 128 + 128)
     core_mlp = (512 * 256 + 256) - (512 * d + d)
     expected = mott - lstm - mott_heads - query_net - core_mlp + 2 * layer + heads_out
     assert sum(p.numel() for p in temporal.SpatioTemporalAgent(4).parameters()) == expected
+    # one hidden size (as checkpoints written before the third layer hold it) builds the two-layer network
+    two_layers = sum(p.numel() for p in temporal.SpatioTemporalAgent(4, query_hidden=128).parameters())
+    assert two_layers == expected - (128 * 128 + 128)
+
+
+def test_query_hidden_of_earlier_checkpoints_passes_the_checks(temporal):
+    # an adaptive run's args written when query_hidden was one int (128, then the default) still resume; another
+    # value, or any list, was given on purpose and is refused for the arch that has no query network
+    temporal.check_args(temporal.Args(arch="adaptive", query_hidden=128))
+    for value in (64, (128,)):
+        with pytest.raises(SystemExit, match="--query-hidden only apply to --arch spatiotemporal"):
+            temporal.check_args(temporal.Args(arch="adaptive", query_hidden=value))
+    with pytest.raises(SystemExit, match="--query-hidden 0: give one or more hidden sizes"):
+        temporal.check_args(temporal.Args(arch="spatiotemporal", query_hidden=(0,)))
 
 
 def test_variant_names(temporal):

@@ -606,3 +606,21 @@ def test_old_two_layer_query_checkpoint_still_loads(topdown, tmp_path):
     assert "eval-only: topdown at step 32" in proc.stdout
     (results,) = run_dir.glob("eval_only_Breakout_step_000000032_1ep.csv")
     assert len(results.read_text().splitlines()) == 2
+
+
+def test_compile_reuses_one_compiled_step_and_replays_exactly(topdown, tmp_path):
+    """--compile compiles the per-step cell (`compile_core`), not the unrolled sequence: the compiled step computes
+    what the eager one does, and a run with it still replays its rollouts exactly."""
+    agent = topdown.Agent(5, **SMALL)
+    steps, envs = 6, 2
+    obs = torch.randint(0, 255, (steps * envs, 4, 84, 84), dtype=torch.uint8)
+    prev_action, prev_reward = torch.randint(0, 6, (steps * envs,)), torch.randn(steps * envs)
+    done = torch.zeros(steps * envs)
+    done[5] = 1.0
+    with torch.no_grad():
+        eager, _ = agent.unroll(obs, agent.initial_state(envs, "cpu"), prev_action, prev_reward, done)
+        agent.compile_core()
+        assert hasattr(agent.step, "_torchdynamo_orig_callable")  # the instance's step is the compiled one
+        compiled, _ = agent.unroll(obs, agent.initial_state(envs, "cpu"), prev_action, prev_reward, done)
+    assert torch.allclose(compiled, eager, atol=1e-5)
+    assert_exact_replay_in_training([*SMALL_FLAGS, "--compile"], tmp_path)
