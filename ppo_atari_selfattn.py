@@ -158,12 +158,13 @@ def parse_game(env_id: str) -> str:
     return game
 
 
-def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: int = 0):
+def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: int = 0, rgb: bool = False):
     """envpool Atari with the papers' protocol (NoFrameskip-v4 + SB3 AtariWrapper): frame skip 4 with
     max-pool, 84x84 grey, stack 4, noop_max 30, no sticky actions, minimal actions, fire on reset,
-    108k frames max; life loss ends an episode and rewards are clipped for training only."""
+    108k frames max; life loss ends an episode and rewards are clipped for training only. `rgb`: one
+    84x84 RGB frame per observation, (3, 84, 84), instead of the 4 grey ones."""
     if game == "BreakoutInfinite":  # envpool cannot write the emulator's RAM: ale-py games behind envpool's interface
-        return import_optional("ale", "BreakoutInfinite").AlePool(game, num_envs, seed, training)
+        return import_optional("ale", "BreakoutInfinite").AlePool(game, num_envs, seed, training, rgb)
     return envpool.make(
         f"{game}-v5",
         env_type="gymnasium",
@@ -180,8 +181,8 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
         max_episode_steps=27_000,
         img_height=84,
         img_width=84,
-        stack_num=4,
-        gray_scale=True,
+        stack_num=1 if rgb else 4,
+        gray_scale=not rgb,
         frame_skip=4,
     )
 
@@ -489,10 +490,9 @@ def receive(envs, rows: slice, rewards_row, next_obs, next_done, next_terminal, 
     of the step), the next observations and episode ends into `next_*`. Returns (full-game return, length) for
     every game that ended (all lives lost, or the time limit)."""
     obs, reward, terminated, truncated, info = envs.recv()
-    rewards_row[rows] = torch.as_tensor(reward, dtype=torch.float32, device=rewards_row.device)
+    scalars = np.stack([reward, terminated | truncated, terminated]).astype(np.float32)  # (3, n)
+    rewards_row[rows], next_done[rows], next_terminal[rows] = torch.from_numpy(scalars).to(rewards_row.device)  # one copy
     next_obs[rows] = torch.from_numpy(obs).to(next_obs.device)
-    next_done[rows] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=next_done.device)
-    next_terminal[rows] = torch.as_tensor(terminated, dtype=torch.float32, device=next_terminal.device)
     episode_returns[rows] += info["reward"]
     finished = []
     for i in np.flatnonzero(info["terminated"] | truncated):
@@ -584,7 +584,8 @@ if __name__ == "__main__":
         write_atomically(evals_path, lambda f: f.write(b"global_step,mean_return,std_return,episode_returns\n"))
 
     # ALGO Logic: Storage setup (observations stay uint8; the network divides by 255)
-    obs_buf = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    obs_shape = tuple(env_groups[0].observation_space.shape)  # (4, 84, 84) grey frames, or (3, 84, 84) one RGB frame
+    obs_buf = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
     actions_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -593,7 +594,7 @@ if __name__ == "__main__":
     values_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
 
     # TRY NOT TO MODIFY: start the game
-    next_obs = torch.zeros((args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    next_obs = torch.zeros((args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
     next_done = torch.zeros(args.num_envs, device=device)
     next_terminal = torch.zeros(args.num_envs, device=device)
     for g, envs in enumerate(env_groups):
@@ -699,7 +700,7 @@ if __name__ == "__main__":
         valid = 1.0 - dones_buf
 
         # flatten the batch
-        b_obs = obs_buf.reshape((-1, 4, 84, 84))  # (T * N, 4, 84, 84)
+        b_obs = obs_buf.reshape((-1, *obs_shape))  # (T * N, C, 84, 84)
         b_logprobs = logprobs_buf.reshape(-1)
         b_actions = actions_buf.reshape(-1)
         b_advantages = advantages.reshape(-1)

@@ -55,6 +55,10 @@ class Args:
     # Algorithm specific arguments (CleanRL's ppo_atari_lstm.py defaults; the papers train with IMPALA)
     env_id: str = "Breakout"
     """the Atari game: `Pong`, `Pong-v5`, `PongNoFrameskip-v4` and `ALE/Pong-v5` all name the same game"""
+    frame_input: Literal["grey_stack", "rgb"] = "grey_stack"
+    """what the agent sees at each step: `grey_stack`, the last 4 grey 84x84 frames (the thesis's input); `rgb`, the
+    last frame alone, in colour, 84x84 (the input of the top-down attention agent `spatiotemporal` builds on; the
+    recurrent core carries what happened before)"""
     total_timesteps: int = 10_000_000
     """total agent steps (one step = 4 emulator frames) summed over all environments"""
     learning_rate: float = 2.5e-4
@@ -210,12 +214,13 @@ def parse_game(env_id: str) -> str:
     return game
 
 
-def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: int = 0):
+def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: int = 0, rgb: bool = False):
     """envpool Atari with the papers' protocol (NoFrameskip-v4 + SB3 AtariWrapper): frame skip 4 with
     max-pool, 84x84 grey, stack 4, noop_max 30, no sticky actions, minimal actions, fire on reset,
-    108k frames max; life loss ends an episode and rewards are clipped for training only."""
+    108k frames max; life loss ends an episode and rewards are clipped for training only. `rgb`: one
+    84x84 RGB frame per observation, (3, 84, 84), instead of the 4 grey ones."""
     if game == "BreakoutInfinite":  # envpool cannot write the emulator's RAM: ale-py games behind envpool's interface
-        return import_optional("ale", "BreakoutInfinite").AlePool(game, num_envs, seed, training)
+        return import_optional("ale", "BreakoutInfinite").AlePool(game, num_envs, seed, training, rgb)
     return envpool.make(
         f"{game}-v5",
         env_type="gymnasium",
@@ -232,8 +237,8 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
         max_episode_steps=27_000,
         img_height=84,
         img_width=84,
-        stack_num=4,
-        gray_scale=True,
+        stack_num=1 if rgb else 4,
+        gray_scale=not rgb,
         frame_skip=4,
     )
 
@@ -605,10 +610,11 @@ class AdaptiveAgent(TemporalPolicy):
         span_ramp: int = 16,
         span_init: float = 1.0,
         span_coef: float = 2e-6,
+        in_channels: int = 4,
     ):
         super().__init__()
-        self.num_actions = num_actions
-        channels = [4, *impala_channels]
+        self.num_actions, self.in_channels = num_actions, in_channels
+        channels = [in_channels, *impala_channels]  # 4 grey frames or 1 RGB
         self.stages = nn.ModuleList(ConvSequence(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
         size = 84
         for _ in impala_channels:
@@ -694,15 +700,15 @@ class SpatioTemporalAgent(TemporalPolicy):
                  query_hidden: int | tuple[int, ...] = (128, 128), d_model: int = 128, transformer_layers: int = 2,
                  transformer_heads: int = 4, transformer_ff: int = 256, memory_len: int = 64, gating: str = "gru",
                  adaptive_span: bool = False, span_ramp: int = 16, span_init: float = 1.0,
-                 span_coef: float = 2e-6):  # fmt: skip
+                 span_coef: float = 2e-6, in_channels: int = 4):  # fmt: skip
         super().__init__()
         if query_mode not in ("topdown", "fixed", "l2norm"):
             raise ValueError(f"unknown query mode {query_mode!r}; valid: topdown, fixed, l2norm")
         if query_mode == "l2norm" and key_channels % num_queries:
             raise ValueError(f"l2norm splits the {key_channels} key channels among {num_queries} heads: make them divisible")
         self.num_actions, self.query_mode, self.num_queries = num_actions, query_mode, num_queries
-        self.key_channels, self.value_channels = key_channels, value_channels
-        self.conv1 = layer_init(nn.Conv2d(4, conv_channels // 2, 8, stride=4))
+        self.key_channels, self.value_channels, self.in_channels = key_channels, value_channels, in_channels
+        self.conv1 = layer_init(nn.Conv2d(in_channels, conv_channels // 2, 8, stride=4))  # 4 grey frames or 1 RGB
         self.conv2 = layer_init(nn.Conv2d(conv_channels // 2, conv_channels, 4, stride=1))
         self.conv3 = layer_init(nn.Conv2d(conv_channels, conv_channels, 3, padding=1))
         self.conv_lstm = ConvLSTM(conv_channels, key_channels + value_channels)
@@ -844,7 +850,7 @@ def make_agent(args: Args, num_actions: int) -> nn.Module:
     temporal = dict(d_model=args.d_model, transformer_layers=args.transformer_layers, transformer_heads=args.transformer_heads,
                     transformer_ff=args.transformer_ff, memory_len=args.memory_len, gating=args.gating,
                     adaptive_span=args.adaptive_span, span_ramp=args.span_ramp, span_init=args.span_init,
-                    span_coef=args.span_coef)  # fmt: skip
+                    span_coef=args.span_coef, in_channels=3 if args.frame_input == "rgb" else 4)  # fmt: skip
     if args.arch == "adaptive":
         return AdaptiveAgent(num_actions, tuple(args.impala_channels), args.vision_hidden, **temporal)
     spatial = [args.query_mode, args.num_queries, args.key_channels, args.value_channels, args.basis_frequencies]
@@ -1112,11 +1118,10 @@ def receive(
     ends into `next_*`. Returns (full-game return, length) for every game that ended (all lives lost, or the time
     limit)."""
     obs, reward, terminated, truncated, info = envs.recv()
-    rewards_row[rows] = torch.as_tensor(reward, dtype=torch.float32, device=rewards_row.device)
+    scalars = np.stack([reward, terminated | truncated, terminated]).astype(np.float32)  # (3, n)
+    rewards_row[rows], next_done[rows], next_terminal[rows] = torch.from_numpy(scalars).to(rewards_row.device)  # one copy
     next_prev_reward[rows] = rewards_row[rows] * (1.0 - dones_row[rows])
     next_obs[rows] = torch.from_numpy(obs).to(next_obs.device)
-    next_done[rows] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=next_done.device)
-    next_terminal[rows] = torch.as_tensor(terminated, dtype=torch.float32, device=next_terminal.device)
     episode_returns[rows] += info["reward"]
     finished = []
     for i in np.flatnonzero(info["terminated"] | truncated):
@@ -1179,9 +1184,10 @@ if __name__ == "__main__":
     num_groups = 2 if args.num_envs % 2 == 0 else 1
     group_size = args.num_envs // num_groups
     env_threads = args.env_threads or num_cores
-    env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads) for g in range(num_groups)]
+    rgb = args.frame_input == "rgb"
+    env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads, rgb) for g in range(num_groups)]
     group_rows = [slice(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
-    eval_envs = make_env(game, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, False, env_threads)
+    eval_envs = make_env(game, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, False, env_threads, rgb)
     num_actions = int(env_groups[0].action_space.n)  # a plain int: torch.compile turns numpy scalars into arrays
 
     agent = make_agent(args, num_actions).to(device)
@@ -1209,7 +1215,8 @@ if __name__ == "__main__":
         write_atomically(evals_path, lambda f: f.write(b"global_step,mean_return,std_return,episode_returns\n"))
 
     # ALGO Logic: Storage setup (observations stay uint8; the network divides by 255)
-    obs_buf = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    obs_shape = tuple(env_groups[0].observation_space.shape)  # (4, 84, 84) grey frames, or (3, 84, 84) one RGB frame
+    obs_buf = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
     actions_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -1220,7 +1227,7 @@ if __name__ == "__main__":
     prev_rewards_buf = torch.zeros((args.num_steps, args.num_envs), device=device)
 
     # TRY NOT TO MODIFY: start the game
-    next_obs = torch.zeros((args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    next_obs = torch.zeros((args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
     next_done = torch.zeros(args.num_envs, device=device)
     next_terminal = torch.zeros(args.num_envs, device=device)
     # recurrent inputs of the next step: the agent's state (env dimension first), previous action ("none" = num_actions)
@@ -1345,7 +1352,7 @@ if __name__ == "__main__":
         valid = 1.0 - dones_buf
 
         # flatten the batch
-        b_obs = obs_buf.reshape((-1, 4, 84, 84))  # (T * N, 4, 84, 84)
+        b_obs = obs_buf.reshape((-1, *obs_shape))  # (T * N, C, 84, 84)
         b_logprobs = logprobs_buf.reshape(-1)
         b_actions = actions_buf.reshape(-1)
         b_advantages = advantages.reshape(-1)

@@ -15,9 +15,12 @@ class RenderedAtari:
     """One ALE game (gymnasium + ale-py) with the protocol of the scripts' `make_env` applied by hand, keeping the RGB
     frames: used for videos and attention pictures (envpool renders nothing) and, pooled in `AlePool`, for
     `BreakoutInfinite`, Breakout whose bricks respawn forever (Free-Lunch Saliency, section 6.2), which needs the
-    emulator's RAM written and so cannot run in envpool."""
+    emulator's RAM written and so cannot run in envpool.
 
-    def __init__(self, game: str, seed: int):
+    Observations are the last 4 grey 84x84 frames (4, 84, 84), or with `rgb` the last frame in colour (3, 84, 84),
+    as envpool's `gray_scale=False, stack_num=1` makes them."""
+
+    def __init__(self, game: str, seed: int, rgb: bool = False):
         gym.register_envs(ale_py)
         self.infinite = game == "BreakoutInfinite"
         self.env = gym.make(
@@ -36,10 +39,15 @@ class RenderedAtari:
         self.game_over = self.truncated = False
         self.elapsed_step = 0  # agent steps since the game started (after its no-ops)
         self.score_rewritten = False
+        self.rgb_input = rgb
+        self.observation_shape = (3, 84, 84) if rgb else (4, 84, 84)
 
     def _frame(self) -> torch.Tensor:
-        grey = torch.from_numpy(self.ale.getScreenGrayscale().astype(np.float32))  # (210, 160)
-        return grey
+        """The screen as floats: (1, 210, 160) grey, or (3, 210, 160) RGB."""
+        if self.rgb_input:
+            screen = torch.from_numpy(self.ale.getScreenRGB().astype(np.float32))  # (210, 160, 3)
+            return screen.permute(2, 0, 1)  # (3, 210, 160)
+        return torch.from_numpy(self.ale.getScreenGrayscale().astype(np.float32))[None]  # (1, 210, 160)
 
     def _respawn_bricks(self, reward: float) -> float:
         """BreakoutInfinite's rule, after every emulator frame: once the score (BCD in RAM bytes 76-77) reaches
@@ -68,14 +76,15 @@ class RenderedAtari:
                 frames.append(self._frame())
             if self.ale.game_over(with_truncation=False):
                 break
-        pooled = torch.stack(frames or [self._frame()]).amax(0)  # (210, 160)
-        small = F.interpolate(pooled[None, None], size=(84, 84), mode="area")[0, 0]  # (84, 84), like cv2 INTER_AREA
-        self.stack = torch.cat([self.stack[1:], small.round().to(torch.uint8)[None]])  # (4, 84, 84)
+        pooled = torch.stack(frames or [self._frame()]).amax(0)  # (C, 210, 160), C = 1 grey or 3 RGB
+        small = F.interpolate(pooled[None], size=(84, 84), mode="area")[0]  # (C, 84, 84), like cv2 INTER_AREA
+        small = small.round().to(torch.uint8)
+        self.stack = small if self.rgb_input else torch.cat([self.stack[1:], small])  # (3, 84, 84) or (4, 84, 84)
         return reward
 
     def reset(self) -> torch.Tensor:
         self.env.reset(seed=int(self.rng.integers(2**31)))
-        self.stack = torch.zeros(4, 84, 84, dtype=torch.uint8)
+        self.stack = torch.zeros(self.observation_shape, dtype=torch.uint8)
         self.score_rewritten = False
         for _ in range(int(self.rng.integers(1, 31))):  # noop_max 30
             self._act(0)
@@ -86,7 +95,7 @@ class RenderedAtari:
         return self.stack.clone()
 
     def step(self, action: int) -> tuple[torch.Tensor, float, bool]:
-        """One agent step; returns (stacked observation, unclipped reward, game over or time limit)."""
+        """One agent step; returns (observation, unclipped reward, game over or time limit)."""
         reward = self._act(action)
         self.elapsed_step += 1
         self.game_over = self.ale.game_over(with_truncation=False)
@@ -97,6 +106,12 @@ class RenderedAtari:
         return self.env.render()  # (210, 160, 3) uint8
 
 
+def rendered_game(agent, game: str, seed: int) -> RenderedAtari:
+    """A `RenderedAtari` game that gives the observations `agent` takes: 4 grey frames, or one RGB frame for an agent
+    built with `--frame-input rgb` (its `in_channels` is 3)."""
+    return RenderedAtari(game, seed, rgb=getattr(agent, "in_channels", 4) == 3)
+
+
 class AlePool:
     """`num_envs` RenderedAtari games behind the part of envpool's interface the loop uses (`reset`, `send`,
     `recv`, `step`, `action_space`, `close`) and with its protocol: for training, a life loss ends the
@@ -104,16 +119,16 @@ class AlePool:
     game over); the step after an episode end is a reset step whose action is ignored (after a life loss:
     FIRE, or a no-op, to serve the next ball). The games run one after another in this process."""
 
-    def __init__(self, game: str, num_envs: int, seed: int, training: bool):
-
-        self.games = [RenderedAtari(game, seed + i) for i in range(num_envs)]
+    def __init__(self, game: str, num_envs: int, seed: int, training: bool, rgb: bool = False):
+        self.games = [RenderedAtari(game, seed + i, rgb) for i in range(num_envs)]
         self.training = training
         self.action_space = gym.spaces.Discrete(len(self.games[0].action_set))
+        self.observation_space = gym.spaces.Box(0, 255, self.games[0].observation_shape, np.uint8)
         self.needs_reset = np.zeros(num_envs, dtype=bool)
         self.actions = np.zeros(num_envs, dtype=np.int64)
 
     def reset(self):
-        obs = torch.stack([g.reset() for g in self.games]).numpy()  # (N, 4, 84, 84)
+        obs = torch.stack([g.reset() for g in self.games]).numpy()  # (N, C, 84, 84)
         self.needs_reset[:] = False
         return obs, {}
 
@@ -122,7 +137,7 @@ class AlePool:
 
     def recv(self):
         num_envs = len(self.games)
-        obs = np.zeros((num_envs, 4, 84, 84), dtype=np.uint8)
+        obs = np.zeros((num_envs, *self.observation_space.shape), dtype=np.uint8)
         reward, terminated, truncated = np.zeros(num_envs), np.zeros(num_envs, dtype=bool), np.zeros(num_envs, dtype=bool)
         info = {
             "reward": np.zeros(num_envs),

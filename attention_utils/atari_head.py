@@ -439,9 +439,11 @@ def main(args: Args) -> list[dict]:
                 f"(0 .. {count - 1})"
             )
 
-    from attention_utils.checkpoints import load_agent, sequence_saliency
+    from attention_utils.checkpoints import load_agent, require_grey_frames, sequence_saliency
 
     models = [load_agent(path) for path in args.checkpoints]
+    for loaded in models:  # Atari-HEAD frames are made into the grey stacks every other script's agents see
+        require_grey_frames(loaded, "atari_head")
     saliency_fns = [sequence_saliency(loaded) for loaded in models]
     for checkpoint, loaded, saliency_fn in zip(args.checkpoints, models, saliency_fns):  # before any scoring
         if saliency_fn is None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from attention_utils.ale import RenderedAtari
+from attention_utils.ale import RenderedAtari, rendered_game
 from attention_utils.runs import find_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,6 +79,21 @@ def load_agent(path: str, device: str = "cpu") -> LoadedAgent:
         )
     agent.to(device).eval()
     return LoadedAgent(agent, script, args, game, script.variant_name(args), checkpoint.get("global_step", 0))
+
+
+def observation_shape(agent: torch.nn.Module) -> tuple[int, int, int]:
+    """The observation the agent takes: (4, 84, 84), 4 grey frames, or (3, 84, 84), one RGB frame, for an agent
+    trained with `--frame-input rgb` (its `in_channels` is 3)."""
+    return (getattr(agent, "in_channels", 4), 84, 84)
+
+
+def require_grey_frames(loaded: LoadedAgent, tool: str) -> None:
+    """Exits with one line for an agent that sees one RGB frame per step: `tool` works on stacks of grey frames."""
+    if observation_shape(loaded.agent)[0] != 4:
+        sys.exit(
+            f"error: {tool} works on agents that see 4 grey frames; this {loaded.variant} agent was trained with "
+            "--frame-input rgb (one RGB frame per step)"
+        )
 
 
 def is_recurrent(agent: torch.nn.Module) -> bool:
@@ -150,7 +165,7 @@ def input_saliency(loaded: LoadedAgent) -> Optional[Saliency]:
     attention."""
     agent, script = loaded.agent, loaded.script
     recurrent = is_recurrent(agent)
-    probe = torch.zeros(1, 4, 84, 84, dtype=torch.uint8, device=agent_device(agent))
+    probe = torch.zeros(1, *observation_shape(agent), dtype=torch.uint8, device=agent_device(agent))
     with torch.no_grad():
         own_saliency = hasattr(agent, "saliency")
         if own_saliency and agent.saliency(probe) is None:
@@ -199,9 +214,11 @@ def sequence_saliency(loaded: LoadedAgent, batch_size: int = 64) -> Optional[Sal
 
     @torch.no_grad()
     def along_game(observations: torch.Tensor, rewards=None, episode_ends=None) -> torch.Tensor:
-        if observations.dim() != 4 or tuple(observations.shape[1:]) != (4, 84, 84) or observations.dtype != torch.uint8:
+        shape = observation_shape(agent)
+        if observations.dim() != 4 or tuple(observations.shape[1:]) != shape or observations.dtype != torch.uint8:
             raise ValueError(
-                f"observations must be (T, 4, 84, 84) uint8, got {tuple(observations.shape)} {observations.dtype}"
+                f"observations must be (T, {', '.join(map(str, shape))}) uint8, got {tuple(observations.shape)} "
+                f"{observations.dtype}"
             )
         steps = len(observations)
         rewards = np.zeros(steps) if rewards is None else np.asarray(rewards, dtype=np.float64).reshape(-1)
@@ -247,12 +264,12 @@ class PlayedGame:
 
     def __init__(self, loaded: LoadedAgent, seed: int, copies: int = 1):
         self.loaded, self.copies = loaded, copies
-        self.env = RenderedAtari(loaded.game, seed)
+        self.env = rendered_game(loaded.agent, loaded.game, seed)
         self.start()
 
     def start(self) -> None:
         agent, script = self.loaded.agent, self.loaded.script
-        self.obs = self.env.reset()  # (4, 84, 84) uint8
+        self.obs = self.env.reset()  # (4, 84, 84) or, one RGB frame, (3, 84, 84) uint8
         self.lives = self.env.ale.lives()
         recurrent = is_recurrent(agent)
         self.memories = [script.Memory(agent, 1, agent_device(agent)) if recurrent else None for _ in range(self.copies)]

@@ -196,9 +196,17 @@ def main(args: Args) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from attention_utils.checkpoints import PlayedGame, input_saliency, is_recurrent, load_agent, policy_and_value
+    from attention_utils.checkpoints import (
+        PlayedGame,
+        input_saliency,
+        is_recurrent,
+        load_agent,
+        policy_and_value,
+        require_grey_frames,
+    )
 
     loaded = load_agent(args.checkpoint)
+    require_grey_frames(loaded, "novel_object (the sprite is drawn into grey frames)")
     agent = loaded.agent
     recurrent = is_recurrent(agent)
     saliency_fn = input_saliency(loaded)

@@ -408,7 +408,7 @@ def check_inputs(args: Args) -> list[tuple[str, object, str]]:
     """Everything that can be refused before any play, one line each: bad counts, a missing or unloadable
     checkpoint, a game without a RAM layout, an agent without a spatial map, a `--game` with another number of
     actions. Returns (checkpoint, loaded agent, game) per agent."""
-    from attention_utils.checkpoints import input_saliency, load_agent, num_actions_of
+    from attention_utils.checkpoints import input_saliency, load_agent, num_actions_of, require_grey_frames
 
     check_at_least("--frames", args.frames, 2)  # the shuffled AUC needs other frames
     check_at_least("--negatives", args.negatives)
@@ -423,6 +423,7 @@ def check_inputs(args: Args) -> list[tuple[str, object, str]]:
     agents = []
     for checkpoint in args.checkpoint:
         loaded = load_agent(checkpoint)  # one line and exit for a file that does not load
+        require_grey_frames(loaded, "objects (its baselines read the grey frames)")
         game = loaded.script.parse_game(args.game) if args.game else loaded.game
         if layout_name(game) is None:
             sys.exit(f"error: no RAM layout for {game}; games with one: {', '.join(sorted(LAYOUTS))}")

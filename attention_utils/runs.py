@@ -225,7 +225,8 @@ def eval_only(script: ModuleType, args, checkpoint: dict, device: torch.device, 
     eval_game = script.parse_game(args.eval_env_id) if args.eval_env_id is not None else game
     num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     num_envs = min(args.eval_episodes, 8 * num_cores)
-    eval_pool = script.make_env(eval_game, num_envs, args.seed + script.EVAL_ONLY_SEED_OFFSET, False, num_cores)
+    rgb = getattr(args, "frame_input", "grey_stack") == "rgb"  # only the recurrent scripts have the setting
+    eval_pool = script.make_env(eval_game, num_envs, args.seed + script.EVAL_ONLY_SEED_OFFSET, False, num_cores, rgb)
     agent = script.make_agent(args, eval_pool.action_space.n).to(device)
     try:
         agent.load_state_dict(checkpoint["model"])

@@ -442,3 +442,22 @@ def test_atari_head_refuses_an_agent_without_a_map_before_scoring(arch_runs, tmp
     )
     assert "Breakout spatiotemporal" not in proc.stdout  # nothing was scored
     assert not out.exists()
+
+
+@pytest.mark.parametrize("arch", ["adaptive", "spatiotemporal"])
+def test_rgb_frame_input_reaches_the_first_convolution(temporal, arch):
+    """--frame-input rgb: both agents' first convolution takes the 3 channels of one frame and they step through a
+    sequence of such observations; with the default they take 4 grey frames."""
+    sizes = {k: v for k, v in ARCHS[arch].items()}
+    flags = dict(arch=arch, d_model=sizes["d_model"], transformer_ff=sizes["transformer_ff"], memory_len=MEMORY)
+    for frame_input, channels in (("rgb", 3), ("grey_stack", 4)):
+        agent = temporal.make_agent(temporal.Args(frame_input=frame_input, **flags), 4)
+        first = agent.stages[0].conv if arch == "adaptive" else agent.conv1
+        assert first.weight.shape[1] == channels == agent.in_channels
+    steps, envs = 3, 2
+    obs = torch.randint(0, 256, (steps * envs, 3, 84, 84), dtype=torch.uint8)
+    zeros = torch.zeros(steps * envs)
+    rgb_agent = temporal.make_agent(temporal.Args(frame_input="rgb", **flags), 4)
+    with torch.no_grad():
+        out, _ = rgb_agent.unroll(obs, rgb_agent.initial_state(envs, "cpu"), zeros.long(), zeros, zeros)
+    assert out.shape == (steps * envs, sizes["d_model"]) and torch.isfinite(out).all()

@@ -3,13 +3,16 @@ replay equivalence, and tiny end-to-end runs of every query mode through the rea
 
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 import torch
-from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, run_script
+from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, run_script, script_env
 
+from attention_utils.ale import RenderedAtari
 from attention_utils.runs import RUN_CONTROL_FIELDS
 
 SCRIPT = REPO / "ppo_atari_topdown.py"
@@ -624,3 +627,49 @@ def test_compile_reuses_one_compiled_step_and_replays_exactly(topdown, tmp_path)
         compiled, _ = agent.unroll(obs, agent.initial_state(envs, "cpu"), prev_action, prev_reward, done)
     assert torch.allclose(compiled, eager, atol=1e-5)
     assert_exact_replay_in_training([*SMALL_FLAGS, "--compile"], tmp_path)
+
+
+def test_rendered_rgb_observation_is_the_colour_of_the_grey_one(topdown):
+    """--frame-input rgb: one (3, 84, 84) RGB frame. envpool's and the rendered game's (videos, pictures, tools) are the
+    colour version of the newest grey frame the same game gives (ALE's grey is the palette's luminance)."""
+    luminance = lambda rgb: 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]  # noqa: E731
+    grey_game, colour_game = RenderedAtari("Breakout", 7), RenderedAtari("Breakout", 7, rgb=True)
+    grey, colour = grey_game.reset(), colour_game.reset()
+    for action in [1, 2, 2, 3, 0, 1] * 5:
+        (grey, _, _), (colour, _, _) = grey_game.step(action), colour_game.step(action)
+    assert grey.shape == (4, 84, 84) and colour.shape == (3, 84, 84) and colour.dtype == torch.uint8
+    assert (luminance(colour.float()) - grey[-1].float()).abs().mean() < 1.5
+    assert (colour[0] != colour[2]).any()  # in colour indeed
+    pools = [topdown.make_env("Breakout", 1, 7, False, 1, rgb) for rgb in (False, True)]
+    (grey, _), (colour, _) = pools[0].reset(), pools[1].reset()
+    assert grey.shape == (1, 4, 84, 84) and colour.shape == (1, 3, 84, 84)
+    assert pools[1].observation_space.shape == (3, 84, 84)
+    assert abs(luminance(colour[0].astype(float)) - grey[0, -1]).mean() < 1.5
+
+
+def test_rgb_frame_input_trains_resumes_and_the_tools_follow(topdown, tmp_path):
+    """--frame-input rgb (the paper's input): conv1 takes the 3 channels of one frame; the run replays its rollouts
+    exactly, checkpoints and resumes; its attention pictures and video come from rendered games that give the same
+    observation; a tool plays it (perturbation), and the tools built on grey frames refuse it in one line."""
+    flags = [*TINY_RUN, *SMALL_FLAGS, "--frame-input", "rgb", "--total-timesteps", "96", "--save-attention"]
+    (tmp_path / "first").mkdir()
+    proc = run_topdown([*flags, "--capture-video"], tmp_path / "first")
+    assert proc.returncode == 0, describe(proc)
+    (run_dir,) = (tmp_path / "first").glob("runs/*")
+    checkpoint, agent, _ = check_tiny_run_and_resume(topdown, run_dir, "topdown", tmp_path)
+    assert checkpoint["args"]["frame_input"] == "rgb" and agent.conv1.weight.shape[1] == 3
+    assert list(run_dir.glob("attention_step_*.png")) and list((run_dir / "videos").glob("*.mp4"))
+    path = str(run_dir / "step_000000096.cleanrl_model")
+
+    def tool(name, *args):
+        command = [sys.executable, "-m", f"attention_utils.{name}", "--checkpoint", path, *args]
+        return subprocess.run(command, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+
+    proc = tool("perturbation", "--frames", "1", "--spacing", "5", "--stride", "6", "--out", str(tmp_path / "p.png"))
+    assert proc.returncode == 0, describe(proc)
+    assert (tmp_path / "p.png").is_file()
+    for name in ("objects", "novel_object"):
+        proc = tool(name)
+        last = proc.stderr.strip().splitlines()[-1]  # after the emulator's banner
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
+        assert last.startswith("error: ") and last.endswith("--frame-input rgb (one RGB frame per step)"), last

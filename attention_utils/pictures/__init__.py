@@ -12,7 +12,7 @@ import imageio
 import numpy as np
 import torch
 
-from attention_utils.ale import RenderedAtari
+from attention_utils.ale import rendered_game
 from attention_utils.runs import atomic_path
 
 # the training script (ppo_atari_{name}.py) -> the module here that draws its agents
@@ -45,7 +45,7 @@ def record_video(script: ModuleType, agent, game: str, seed: int, device, autoca
     pictures = picture_module(script)
     if hasattr(pictures, "record_video"):  # recurrent agents carry a state through the game
         return pictures.record_video(script, agent, game, seed, device, autocast, path, deterministic)
-    env = RenderedAtari(game, seed)
+    env = rendered_game(agent, game, seed)
     obs, done, episode_return = env.reset(), False, 0.0
     # streamed (long episodes stay out of memory) into a temporary file that takes the name once complete
     with atomic_path(path) as temporary, imageio.get_writer(temporary, fps=15, macro_block_size=1) as video:
@@ -62,7 +62,7 @@ def record_video(script: ModuleType, agent, game: str, seed: int, device, autoca
 def capture_states(agent, game: str, seed: int, device, autocast, num_states: int = 4, spacing: int = 40):
     """Play one rendered game with a feed-forward agent and keep every `spacing`-th state:
     a list of (RGB frame (210, 160, 3), stacked observation (4, 84, 84) uint8)."""
-    env = RenderedAtari(game, seed)
+    env = rendered_game(agent, game, seed)
     obs, states = env.reset(), []
     for step in range(num_states * spacing):
         with torch.no_grad(), autocast():

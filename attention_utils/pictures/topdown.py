@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attention_utils.ale import RenderedAtari
+from attention_utils.ale import rendered_game
 from attention_utils.runs import atomic_path, save_figure
 
 NOTED_WITHOUT_MAPS = set()  # the agent classes whose videos were said to show the game alone (said once per process)
@@ -49,7 +49,7 @@ def play_and_capture(script, agent, game, seed, device, autocast, num_states=4, 
     """Plays one rendered game and keeps `num_states` captures, `spacing` steps apart: (rgb, obs, state before obs,
     previous action, previous reward, the RGB frames of the previous memory_len steps and this one, oldest first and
     None before the game's start; empty for agents without "temporal" maps)."""
-    env = RenderedAtari(game, seed)
+    env = rendered_game(agent, game, seed)
     obs, memory, captured, lives = env.reset(), script.Memory(agent, 1, device), [], env.ale.lives()
     with torch.no_grad():
         maps = agent.attention_maps(obs[None].to(device), memory.state)
@@ -174,7 +174,7 @@ def video_frame(script, agent, rgb: np.ndarray, obs: torch.Tensor, state, prev_a
 def record_video(script, agent, game, seed, device, autocast, path, deterministic=False) -> float:
     """One rendered full-game evaluation episode as mp4, the agent's attention drawn on every frame (`video_frame`),
     the state carried by the script's `Memory`; returns its (unclipped) return."""
-    env = RenderedAtari(game, seed)
+    env = rendered_game(agent, game, seed)
     obs, done, episode_return = env.reset(), False, 0.0
     memory, lives = script.Memory(agent, 1, device), env.ale.lives()
     with torch.no_grad():
