@@ -33,6 +33,8 @@ AGENTS=(
     "timesformer|ppo_atari_timesformer.py|"
     "topdown|ppo_atari_topdown.py|--query-mode topdown"
     "topdown_fixed|ppo_atari_topdown.py|--query-mode fixed"
+    "topdown_rgb|ppo_atari_topdown.py|--query-mode topdown --frame-input rgb"
+    "resnet_lstm|ppo_atari_topdown.py|--agent resnet_lstm"
     "adaptive|ppo_atari_temporal.py|--arch adaptive --adaptive-span"
     "spatiotemporal|ppo_atari_temporal.py|--arch spatiotemporal"
 )

@@ -186,8 +186,10 @@ def test_signal_stops_after_the_iteration_with_a_checkpoint_and_the_resume_comma
 
 
 def test_second_ctrl_c_stops_at_once(tmp_path):
-    # long iterations (512 steps), so the second Ctrl-C lands while the first one's iteration is still running
-    args = TINY + ["--num-steps", 256, "--total-timesteps", 512 * 8, "--save-freq", 512 * 8, "--eval-freq", 512 * 8]
+    # long iterations (8,192 steps, several seconds), so the second Ctrl-C lands while the first one's iteration is
+    # still running even on a loaded machine (with 512-step iterations a delayed second signal could come after the
+    # graceful stop had written its checkpoint)
+    args = TINY + ["--num-steps", 4096, "--total-timesteps", 8192 * 4, "--save-freq", 8192 * 4, "--eval-freq", 8192 * 4]
     err_path = tmp_path / "err.txt"
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
