@@ -640,7 +640,7 @@ class AdaptiveAgent(TemporalPolicy):
         return self.temporal.initial_state(num_envs, device)
 
     def vision_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, 84, 84) uint8 -> (B, vision_hidden). The first convolution of x / 255 is conv(x, w / 255) + b."""
+        """(B, C, 84, 84) uint8 -> (B, vision_hidden). The first convolution of x / 255 is conv(x, w / 255) + b."""
         autocast_on = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
         h = x.to(dtype=dtype, memory_format=torch.channels_last)
@@ -656,7 +656,7 @@ class AdaptiveAgent(TemporalPolicy):
         ).float()
 
     def unroll(self, x, state, prev_action, prev_reward, done):
-        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
+        """Runs a time-major sequence: x (T * N, C, 84, 84), prev_action / prev_reward / done (T * N,), state
         at its start. Returns the core outputs (T * N, d_model) and the state after the sequence."""
         memory, valid = state
         num_envs = memory.shape[0]
@@ -669,7 +669,7 @@ class AdaptiveAgent(TemporalPolicy):
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
-        """{"temporal": (N, heads, memory_len + 1)}: the last layer's attention of the step x (N, 4, 84, 84), seen
+        """{"temporal": (N, heads, memory_len + 1)}: the last layer's attention of the step x (N, C, 84, 84), seen
         with `state`, over the previous memory_len steps and itself, oldest first (index j is memory_len - j
         steps back; the last is the current step). Each row sums to 1; steps before the episode start get 0.
         `prev_action` / `prev_reward` (N,) default to an episode's first step ("none", 0)."""
@@ -690,6 +690,7 @@ class SpatioTemporalAgent(TemporalPolicy):
     (as above), `fixed` (a learned query per head), `l2norm` (no queries: head n attends in proportion to exp of the
     L2 norm of its slice of the key channels).
 
+    Observations are (C, 84, 84) uint8: C = 4 grey frames, or 3 for one RGB frame (`--frame-input rgb`).
     The recurrent state is (vision h, vision c, memory (N, layers, M, d), valid (N, M), previous core output (N, d)).
     Every method takes a sequence flattened time-major, (T * N, ...), with the state at its start (N, ...), and per
     step the previous action (`num_actions`: "none", at the start of an episode), the previous reward and `done`: the
@@ -744,7 +745,7 @@ class SpatioTemporalAgent(TemporalPolicy):
         return (vision, vision.clone(), memory, valid, torch.zeros(num_envs, self.temporal.d_model, device=device))
 
     def vision_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, 84, 84) uint8 -> (B, 4 C_lstm, 17, 17): the convolutions and the input half of the ConvLSTM
+        """(B, C, 84, 84) uint8 -> (B, 4 C_lstm, 17, 17): the convolutions and the input half of the ConvLSTM
         gates, batched over a whole sequence. conv1(x / 255) is computed as conv(x, w / 255) + b."""
         autocast_on = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
@@ -788,7 +789,7 @@ class SpatioTemporalAgent(TemporalPolicy):
         """{"attention": each head's spatial softmax (eq. 4, sums to 1 over space), "what_where": section 4.6's share
         of each logit coming from the content part of the query, |q_k.K| / (|q_k.K| + |q_s.S|) in [0, 1] (1 = all
         "what", 0 = all "where", 0.5 where both parts vanish; l2norm has no query: all content)}, each (N, heads,
-        17, 17), for the observations x (N, 4, 84, 84) seen with the vision state and core output before them."""
+        17, 17), for the observations x (N, C, 84, 84) seen with the vision state and core output before them."""
         vision_h, _ = self.conv_lstm(self.vision_features(x), vision_state)  # eq. 1
         _, attention, content, position = self.attend(vision_h, core_h)
         content, position = content.abs(), position.abs()
@@ -819,7 +820,7 @@ class SpatioTemporalAgent(TemporalPolicy):
         return torch.cat([prev_reward[:, None].to(prev_action.device), prev_action.float()], 1)
 
     def unroll(self, x, state, prev_action, prev_reward, done):
-        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state at its
+        """Runs a time-major sequence: x (T * N, C, 84, 84), prev_action / prev_reward / done (T * N,), state at its
         start. Returns the core outputs (T * N, d_model) and the state after the sequence."""
         num_envs = state[0].shape[0]
         input_gates = self.vision_features(x)
@@ -837,7 +838,7 @@ class SpatioTemporalAgent(TemporalPolicy):
     def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
         """`spatial_maps` ({"attention", "what_where"}, (N, heads, 17, 17) each) and "temporal": (N, temporal heads,
         memory_len + 1), the temporal core's last layer over the previous memory_len steps and the current one,
-        oldest first, each row summing to 1, for the observations x (N, 4, 84, 84) seen with `state`. `prev_action`
+        oldest first, each row summing to 1, for the observations x (N, C, 84, 84) seen with `state`. `prev_action`
         / `prev_reward` (N,), which only the temporal weights depend on, default to an episode's first step."""
         prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
         zeros = torch.zeros(x.shape[0], device=x.device)
@@ -992,7 +993,7 @@ class Memory:
         self.action = self.prev_action
 
     def act(self, agent, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions for obs (N, 4, 84, 84); the state advances (`state_before` keeps the one obs was seen with)."""
+        """Actions for obs (N, C, 84, 84); the state advances (`state_before` keeps the one obs was seen with)."""
         self.state_before = self.state
         self.action, _, _, _, self.state = agent.get_action_and_value(
             obs, self.state, self.prev_action, self.prev_reward, self.done, deterministic=deterministic

@@ -352,6 +352,7 @@ class Agent(PolicyHeads):
     `query_mode` (section 4.4): `topdown` (as above), `fixed` (a learned query per head), `l2norm` (no queries:
     head n attends in proportion to exp of the L2 norm of its slice of the key channels).
 
+    Observations are (C, 84, 84) uint8: C = 4 grey frames, or 3 for one RGB frame (`--frame-input rgb`).
     The recurrent state is (vision h, vision c, core h, core c). Every method takes a sequence flattened
     time-major, (T * N, ...), with the state at its start (N, ...), and per step the previous action
     (`num_actions`: "none", at the start of an episode), the previous reward and `done`: the observation ended an
@@ -404,7 +405,7 @@ class Agent(PolicyHeads):
         return (vision, vision.clone(), core, core.clone())
 
     def vision_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, 84, 84) uint8 -> (B, 4 C_lstm, 17, 17): the convolutions and the input half of the ConvLSTM
+        """(B, C, 84, 84) uint8 -> (B, 4 C_lstm, 17, 17): the convolutions and the input half of the ConvLSTM
         gates, batched over a whole sequence. conv1(x / 255) is computed as conv(x, w / 255) + b."""
         autocast_on = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast_on else torch.float32
@@ -448,7 +449,7 @@ class Agent(PolicyHeads):
         """{"attention": each head's spatial softmax (eq. 4, sums to 1 over space), "what_where": section 4.6's share
         of each logit coming from the content part of the query, |q_k.K| / (|q_k.K| + |q_s.S|) in [0, 1] (1 = all
         "what", 0 = all "where", 0.5 where both parts vanish; l2norm has no query: all content)}, each (N, heads,
-        17, 17), for the observations x (N, 4, 84, 84) seen with the vision state and core output before them."""
+        17, 17), for the observations x (N, C, 84, 84) seen with the vision state and core output before them."""
         vision_h, _ = self.conv_lstm(self.vision_features(x), vision_state)  # eq. 1
         _, attention, content, position = self.attend(vision_h, core_h)
         content, position = content.abs(), position.abs()
@@ -470,7 +471,7 @@ class Agent(PolicyHeads):
         return core_h, (vision_h * vision_keep, vision_c * vision_keep, core_h * core_keep, core_c * core_keep)
 
     def unroll(self, x, state, prev_action, prev_reward, done):
-        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
+        """Runs a time-major sequence: x (T * N, C, 84, 84), prev_action / prev_reward / done (T * N,), state
         at its start. Returns the core outputs (T * N, core_hidden) and the state after the sequence."""
         num_envs = state[0].shape[0]
         input_gates = self.vision_features(x)
@@ -487,7 +488,7 @@ class Agent(PolicyHeads):
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor, state, prev_action=None, prev_reward=None) -> dict[str, torch.Tensor]:
-        """{"attention", "what_where"}: `spatial_maps`, (N, heads, 17, 17) each, for the observations x (N, 4, 84, 84)
+        """{"attention", "what_where"}: `spatial_maps`, (N, heads, 17, 17) each, for the observations x (N, C, 84, 84)
         seen with `state`, the recurrent state before them (the previous action and reward, which every recurrent
         agent's `attention_maps` takes, do not change them)."""
         vision_h, vision_c, core_h, _ = state
@@ -565,7 +566,7 @@ class ResNetAgent(PolicyHeads):
         return (torch.zeros(num_envs, 1, device=device),)
 
     def unroll(self, x, state, prev_action, prev_reward, done):
-        """x (T * N, 4, 84, 84) -> (the network's outputs (T * N, resnet_hidden), `state` unchanged)."""
+        """x (T * N, C, 84, 84) -> (the network's outputs (T * N, resnet_hidden), `state` unchanged)."""
         return self.vision(x), state
 
     @torch.no_grad()
@@ -599,7 +600,7 @@ class ResNetLSTMAgent(PolicyHeads):
         return (core, core.clone())
 
     def unroll(self, x, state, prev_action, prev_reward, done):
-        """Runs a time-major sequence: x (T * N, 4, 84, 84), prev_action / prev_reward / done (T * N,), state
+        """Runs a time-major sequence: x (T * N, C, 84, 84), prev_action / prev_reward / done (T * N,), state
         at its start. Returns the LSTM outputs (T * N, core_hidden) and the state after the sequence."""
         num_envs = state[0].shape[0]
         prev_action = F.one_hot(prev_action, self.num_actions + 1)[:, : self.num_actions]  # "none" -> zeros: (T * N, A)
@@ -757,7 +758,7 @@ class Memory:
         self.action = self.prev_action
 
     def act(self, agent, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions for obs (N, 4, 84, 84); the state advances (`state_before` keeps the one obs was seen with)."""
+        """Actions for obs (N, C, 84, 84); the state advances (`state_before` keeps the one obs was seen with)."""
         self.state_before = self.state
         self.action, _, _, _, self.state = agent.get_action_and_value(
             obs, self.state, self.prev_action, self.prev_reward, self.done, deterministic=deterministic
