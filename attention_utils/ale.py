@@ -106,10 +106,15 @@ class RenderedAtari:
         return self.env.render()  # (210, 160, 3) uint8
 
 
+def observation_shape(agent) -> tuple[int, int, int]:
+    """The observation the agent takes: (4, 84, 84), 4 grey frames, or (3, 84, 84), one RGB frame, for an agent
+    trained with `--frame-input rgb` (its `in_channels` is 3)."""
+    return (getattr(agent, "in_channels", 4), 84, 84)
+
+
 def rendered_game(agent, game: str, seed: int) -> RenderedAtari:
-    """A `RenderedAtari` game that gives the observations `agent` takes: 4 grey frames, or one RGB frame for an agent
-    built with `--frame-input rgb` (its `in_channels` is 3)."""
-    return RenderedAtari(game, seed, rgb=getattr(agent, "in_channels", 4) == 3)
+    """A `RenderedAtari` game that gives the observations `agent` takes (`observation_shape`)."""
+    return RenderedAtari(game, seed, rgb=observation_shape(agent)[0] == 3)
 
 
 class AlePool:

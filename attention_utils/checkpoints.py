@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from attention_utils.ale import RenderedAtari, rendered_game
+from attention_utils.ale import RenderedAtari, observation_shape, rendered_game
 from attention_utils.runs import find_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,12 +79,6 @@ def load_agent(path: str, device: str = "cpu") -> LoadedAgent:
         )
     agent.to(device).eval()
     return LoadedAgent(agent, script, args, game, script.variant_name(args), checkpoint.get("global_step", 0))
-
-
-def observation_shape(agent: torch.nn.Module) -> tuple[int, int, int]:
-    """The observation the agent takes: (4, 84, 84), 4 grey frames, or (3, 84, 84), one RGB frame, for an agent
-    trained with `--frame-input rgb` (its `in_channels` is 3)."""
-    return (getattr(agent, "in_channels", 4), 84, 84)
 
 
 def require_grey_frames(loaded: LoadedAgent, tool: str) -> None:
