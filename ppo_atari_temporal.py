@@ -346,14 +346,15 @@ class GRUGate(nn.Module):
         self.from_x = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z
         self.from_rx = nn.Linear(d_model, d_model, bias=False)  # U_g
         self.gate_bias = gate_bias
+        offset = torch.cat([torch.zeros(d_model), torch.full((d_model,), gate_bias)])  # (2 d): 0 for r, b_g for z
+        self.register_buffer("offset", offset, persistent=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        wr, wz, wg = self.from_y(y).float().chunk(3, -1)
-        ur, uz = self.from_x(x).float().chunk(2, -1)
-        r = torch.sigmoid(wr + ur)
-        z = torch.sigmoid(wz + uz - self.gate_bias)
-        h = torch.tanh(wg + self.from_rx(r * x).float())
-        return (1.0 - z) * x + z * h
+        d_model = x.shape[-1]
+        w_rz, w_g = self.from_y(y).float().split([2 * d_model, d_model], -1)  # [W_r y, W_z y], W_g y
+        r, z = torch.sigmoid(w_rz + self.from_x(x).float() - self.offset).chunk(2, -1)  # r and z at once
+        h = torch.tanh(w_g + self.from_rx(r * x).float())
+        return torch.lerp(x, h, z)  # (1 - z) x + z h
 
 
 class TransformerXLLayer(nn.Module):
@@ -408,40 +409,45 @@ class TransformerXLLayer(nn.Module):
     def join(self, gate, x, y):
         return x + y if gate is None else gate(x, y)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor):
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor, need_weights: bool = False):
         """x (N, T, d): the layer's inputs at the sequence's steps; memory (N, M, d): its inputs at the M steps
         before; allowed (N, T, M + 1): which steps of each step's window [M steps back, ..., 1 step back, itself]
-        it may attend to. Returns (outputs (N, T, d) in fp32, attention weights over the windows (N, heads, T, M + 1)).
-        Each step attends over a window gathered to M + 1 keys, so a sequence computes every step with the same
-        operations of the same sizes as a single step does (the replay matches the rollout under bf16 too)."""
+        it may attend to. Returns (outputs (N, T, d) in fp32, attention weights over the windows (N, heads, T, M + 1)
+        if `need_weights`, else None). Each step attends over a window gathered to M + 1 keys, so a sequence computes
+        every step with the operations a single step does (the replay matches the rollout)."""
         num_envs, steps, d_model = x.shape
-        memory_len = self.memory_len
+        memory_len, heads, head_size = self.memory_len, self.heads, self.head_size
         context = self.attention_norm(torch.cat([memory.to(x.dtype), x], 1))  # (N, M + T, d)
-        keys_values = (
-            self.key_value(context).float().view(num_envs, -1, 2, self.heads, self.head_size)
-        )  # (N, M + T, 2, H, d_h)
+        keys_values = self.key_value(context).float().view(num_envs, -1, 2, heads, head_size)  # (N, M + T, 2, H, d_h)
         keys, values = keys_values.permute(2, 0, 3, 1, 4)  # (N, H, M + T, d_h) each
-        window = (
-            torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]
-        )  # (T, M + 1): positions in [memory, sequence]
-        keys, values = keys[:, :, window], values[:, :, window]  # (N, H, T, M + 1, d_h)
+        if steps > 1:  # step t's window: positions t .. t + M of [memory, sequence]
+            window = (
+                torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]
+            )  # (T, M + 1)
+            keys, values = keys[:, :, window], values[:, :, window]  # (N, H, T, M + 1, d_h)
+        # one query per (head, step), each over its own window: (N, H x T, 1 query or M + 1 keys, d_h)
+        keys = keys.reshape(num_envs, heads * steps, memory_len + 1, head_size)
+        values = values.reshape(num_envs, heads * steps, memory_len + 1, head_size)
         queries = (
-            self.query(context[:, -steps:]).float().view(num_envs, steps, self.heads, self.head_size).transpose(1, 2)
-        )  # (N, H, T, d_h)
-        logits = (queries[..., None, :] @ keys.transpose(-1, -2))[..., 0, :] / math.sqrt(
-            self.head_size
-        )  # (N, H, T, 1, M + 1) -> (N, H, T, M + 1)
-        distance = torch.arange(memory_len, -1, -1, device=x.device)  # (M + 1,): window slot j is M - j steps back
-        logits = logits + self.position_bias[:, distance][:, None]  # (H, 1, M + 1) broadcast over N and T
-        logits = logits.masked_fill(~allowed[:, None], float("-inf"))  # other episodes, before the game's start
+            self.query(context[:, -steps:]).float().view(num_envs, steps, heads, head_size).transpose(1, 2)
+        )  # (N, T, H, d_h) -> (N, H, T, d_h)
+        queries = queries.reshape(num_envs, heads * steps, 1, head_size)
+        # window slot j is M - j steps back: the bias of distance M .. 0 (H, M + 1)
+        bias = self.position_bias.flip(-1)
         if self.adaptive_span:  # softmax(logits + log m) = m exp(logits) / sum(m exp(logits))
-            mask = self.span_mask(distance)[:, None]  # (H, 1, M + 1); distance 0 always has m = 1
-            logits = logits + torch.where(mask > 0, mask.clamp(min=1e-30).log(), torch.full_like(mask, float("-inf")))
-        weights = torch.softmax(logits, -1)  # (N, H, T, M + 1)
-        answers = (weights[..., None, :] @ values)[..., 0, :]  # (N, H, T, 1, d_h) -> (N, H, T, d_h)
-        answers = answers.transpose(1, 2).reshape(num_envs, steps, d_model)  # (N, T, H, d_h) -> (N, T, H * d_h)
-        x = self.join(self.attention_gate, x, F.relu(self.attention_out(answers).float()))
+            mask = self.span_mask(torch.arange(memory_len, -1, -1, device=x.device))  # (H, M + 1); distance 0 has m = 1
+            bias = bias + torch.where(mask > 0, mask.clamp(min=1e-30).log(), torch.full_like(mask, float("-inf")))
+        bias = bias[None, :, None].masked_fill(~allowed[:, None], float("-inf"))  # other episodes, before the start
+        bias = bias.reshape(num_envs, heads * steps, 1, memory_len + 1)  # (N, H, T, M + 1) -> (N, H x T, 1, M + 1)
+        # softmax(q.k / sqrt(d_h) + bias) v, fused (the weights are not kept unless asked for)
+        answers = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)  # (N, H x T, 1, d_h)
+        answers = answers.view(num_envs, heads, steps, head_size).transpose(1, 2)  # (N, T, H, d_h)
+        x = self.join(self.attention_gate, x, F.relu(self.attention_out(answers.reshape(num_envs, steps, d_model)).float()))
         x = self.join(self.ff_gate, x, F.relu(self.ff(self.ff_norm(x)).float()))
+        weights = None
+        if need_weights:
+            logits = queries @ keys.transpose(-1, -2) / math.sqrt(head_size) + bias  # (N, H x T, 1, M + 1)
+            weights = torch.softmax(logits, -1).view(num_envs, heads, steps, memory_len + 1)
         return x, weights
 
 
@@ -490,28 +496,34 @@ class TemporalCore(nn.Module):
         # the parameter after every step instead)
         return self.span_coef * sum(layer.span_fraction.abs().sum() * layer.memory_len for layer in self.layers)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, done: torch.Tensor):
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, done: torch.Tensor, need_weights=False):
         """x (N, T, d): per-step embeddings; memory, valid: the state before the sequence; done (N, T). Returns
-        (outputs (N, T, d) fp32, (memory, valid) after the sequence, [attention weights (N, heads, T, M + 1)] per layer,
-        over each step's window: M steps back .. itself)."""
+        (outputs (N, T, d) fp32, (memory, valid) after the sequence, [attention weights (N, heads, T, M + 1)] per layer
+        over each step's window, M steps back .. itself, if `need_weights` (else an empty list))."""
         num_envs, steps, _ = x.shape
         memory_len = self.memory_len
-        episode = F.pad(done.cumsum(1), (1, 0))  # (N, T + 1): episode ends before each step and before the next one
-        key_episode = torch.cat([torch.zeros_like(valid), episode[:, :steps]], 1)  # (N, M + T): memory slots are episode 0
         key_valid = torch.cat([valid > 0, torch.ones_like(done, dtype=torch.bool)], 1)  # (N, M + T)
-        window = (
-            torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]
-        )  # (T, M + 1): step t's M steps back .. itself
-        allowed = key_valid[:, window] & (key_episode[:, window] == episode[:, :steps, None])  # (N, T, M + 1)
+        if steps == 1:  # the rollout's and the recurrent agents' case: the window is the memory and the step
+            allowed = key_valid[:, None]  # (N, 1, M + 1)
+            next_valid = key_valid[:, 1:] & (done == 0)  # (N, M): nothing of an episode that ended here
+        else:
+            episode = F.pad(done.cumsum(1), (1, 0))  # (N, T + 1): episode ends before each step and before the next one
+            key_episode = torch.cat([torch.zeros_like(valid), episode[:, :steps]], 1)  # (N, M + T): memory is episode 0
+            window = (
+                torch.arange(steps, device=x.device)[:, None] + torch.arange(memory_len + 1, device=x.device)[None]
+            )  # (T, M + 1): step t's M steps back .. itself
+            allowed = key_valid[:, window] & (key_episode[:, window] == episode[:, :steps, None])  # (N, T, M + 1)
+            # the slots the step after the sequence may attend to: those of its own episode (none after a done)
+            next_valid = (key_valid & (key_episode == episode[:, steps:]))[:, -memory_len:]  # (N, M)
         hidden, new_memory, weights = x.float(), [], []
         for i, layer in enumerate(self.layers):
             new_memory.append(
                 torch.cat([memory[:, i], hidden], 1)[:, -memory_len:]
             )  # layer i's inputs at the last M steps: (N, M, d)
-            hidden, layer_weights = layer(hidden, memory[:, i], allowed)
-            weights.append(layer_weights)
-        # the slots the step after the sequence may attend to: those of its own episode (none after a done)
-        next_valid = (key_valid & (key_episode == episode[:, steps:])).float()[:, -memory_len:]  # (N, M)
+            hidden, layer_weights = layer(hidden, memory[:, i], allowed, need_weights)
+            if need_weights:
+                weights.append(layer_weights)
+        next_valid = next_valid.float()
         memory = torch.stack(new_memory, 1) * next_valid[:, None, :, None]  # (N, layers, M, d), emptied slots are zeros
         return hidden, (memory, next_valid), weights
 
@@ -676,7 +688,7 @@ class AdaptiveAgent(TemporalPolicy):
         prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
         memory, valid = state
         steps = self.embed_steps(x, prev_action, prev_reward)[:, None]  # (N, 1, d)
-        _, _, weights = self.temporal(steps, memory, valid, torch.zeros(x.shape[0], 1, device=x.device))
+        _, _, weights = self.temporal(steps, memory, valid, torch.zeros(x.shape[0], 1, device=x.device), need_weights=True)
         return {"temporal": weights[-1][:, :, 0]}  # (N, heads, 1, M + 1) -> (N, heads, M + 1)
 
 
@@ -771,7 +783,7 @@ class SpatioTemporalAgent(TemporalPolicy):
         num_envs = vision_h.shape[0]
         keys = vision_h[:, : self.key_channels].float().flatten(2)  # (N, c_k, h*w)
         values = vision_h[:, self.key_channels :].float().flatten(2)  # (N, c_v, h*w)
-        basis = self.basis.flatten(1).expand(num_envs, -1, -1)  # (N, c_s, h*w)
+        basis = self.basis.flatten(1)  # (c_s, h*w), the same for every env
         queries = self.queries(core_h)
         if queries is None:  # l2norm: bottom-up, head n from the norm of its key slice
             head_keys = keys.view(num_envs, self.num_queries, -1, keys.shape[-1])  # (N, heads, c_k / heads, h*w)
@@ -779,9 +791,11 @@ class SpatioTemporalAgent(TemporalPolicy):
             position_logits = torch.zeros_like(content_logits)
         else:
             content_logits = queries[..., : self.key_channels] @ keys  # (N, heads, c_k) @ (N, c_k, h*w) -> (N, heads, h*w)
-            position_logits = queries[..., self.key_channels :] @ basis  # (N, heads, c_s) @ (N, c_s, h*w)
+            position_logits = queries[..., self.key_channels :] @ basis  # (N, heads, c_s) @ (c_s, h*w)
         attention = torch.softmax(content_logits + position_logits, dim=-1)  # eq. 4: (N, heads, h*w)
-        answers = attention @ torch.cat([values, basis], 1).transpose(1, 2)  # eq. 5: (N, heads, c_v + c_s)
+        answers = torch.cat(
+            [attention @ values.transpose(1, 2), attention @ basis.T], -1
+        )  # eq. 5 on [values, basis]: (N, heads, c_v + c_s)
         core_input = torch.cat([answers.flatten(1)] + ([] if queries is None else [queries.flatten(1)]), 1)
         return core_input, attention, content_logits, position_logits
 
@@ -798,16 +812,16 @@ class SpatioTemporalAgent(TemporalPolicy):
         grid = (x.shape[0], self.num_queries, 17, 17)  # (N, heads, h*w) -> (N, heads, h, w)
         return {"attention": attention.view(grid), "what_where": share.view(grid)}
 
-    def step(self, input_gates, extra_inputs, state, done):
+    def step(self, input_gates, extra_inputs, state, done, need_weights: bool = False):
         """One step from the ConvLSTM's input gates (N, 4 C_lstm, 17, 17) and [previous reward, one-hot previous
         action] (N, 1 + A). Returns (core output (N, d), state after it (emptied where done), temporal weights of each
-        layer [(N, heads, 1, M + 1)])."""
+        layer [(N, heads, 1, M + 1)] if `need_weights`, else [])."""
         vision_h, vision_c, memory, valid, core_h = state
         vision_h, vision_c = self.conv_lstm(input_gates, (vision_h, vision_c))  # eq. 1
         core_input, _, _, _ = self.attend(vision_h, core_h)  # queries from the previous core output
         embedding = in_fp32(self.core_mlp, torch.cat([core_input, extra_inputs], 1))[:, None]  # (N, 1, d)
         core_h, (memory, valid), weights = in_fp32(
-            self.temporal, embedding, memory, valid, done[:, None]
+            self.temporal, embedding, memory, valid, done[:, None], need_weights
         )  # empties its memory
         core_h = core_h[:, 0]  # (N, 1, d) -> (N, d)
         mask = 1.0 - done  # an episode ended at this observation: the next one starts from zeros
@@ -842,7 +856,8 @@ class SpatioTemporalAgent(TemporalPolicy):
         / `prev_reward` (N,), which only the temporal weights depend on, default to an episode's first step."""
         prev_action, prev_reward = self.default_previous(x.shape[0], x.device, prev_action, prev_reward)
         zeros = torch.zeros(x.shape[0], device=x.device)
-        _, _, weights = self.step(self.vision_features(x), self.extra_inputs(prev_action, prev_reward), state, zeros)
+        gates, extra_inputs = self.vision_features(x), self.extra_inputs(prev_action, prev_reward)
+        _, _, weights = self.step(gates, extra_inputs, state, zeros, need_weights=True)
         vision_h, vision_c, _, _, core_h = state
         return {**self.spatial_maps(x, (vision_h, vision_c), core_h), "temporal": weights[-1][:, :, 0]}  # (N, heads, M + 1)
 

@@ -431,7 +431,7 @@ class Agent(PolicyHeads):
         num_envs = vision_h.shape[0]
         keys = vision_h[:, : self.key_channels].float().flatten(2)  # (N, c_k, h*w)
         values = vision_h[:, self.key_channels :].float().flatten(2)  # (N, c_v, h*w)
-        basis = self.basis.flatten(1).expand(num_envs, -1, -1)  # (N, c_s, h*w)
+        basis = self.basis.flatten(1)  # (c_s, h*w), the same for every env
         queries = self.queries(core_h)
         if queries is None:  # l2norm: bottom-up, head n from the norm of its key slice
             head_keys = keys.view(num_envs, self.num_queries, -1, keys.shape[-1])  # (N, heads, c_k / heads, h*w)
@@ -439,9 +439,11 @@ class Agent(PolicyHeads):
             position_logits = torch.zeros_like(content_logits)
         else:
             content_logits = queries[..., : self.key_channels] @ keys  # (N, heads, c_k) @ (N, c_k, h*w) -> (N, heads, h*w)
-            position_logits = queries[..., self.key_channels :] @ basis  # (N, heads, c_s) @ (N, c_s, h*w)
+            position_logits = queries[..., self.key_channels :] @ basis  # (N, heads, c_s) @ (c_s, h*w)
         attention = torch.softmax(content_logits + position_logits, dim=-1)  # eq. 4: (N, heads, h*w)
-        answers = attention @ torch.cat([values, basis], 1).transpose(1, 2)  # eq. 5: (N, heads, c_v + c_s)
+        answers = torch.cat(
+            [attention @ values.transpose(1, 2), attention @ basis.T], -1
+        )  # eq. 5 on [values, basis]: (N, heads, c_v + c_s)
         core_input = torch.cat([answers.flatten(1)] + ([] if queries is None else [queries.flatten(1)]), 1)
         return core_input, attention, content_logits, position_logits
 

@@ -11,6 +11,7 @@ is measured against the code before it in one session on one machine.
 
 import importlib
 import os
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -33,8 +34,8 @@ class Args:
     """bf16 autocast (as `--precision auto` on hardware with native bf16) or fp32"""
     compile: bool = False
     """compile the agent's per-step cell as the script's `--compile` does"""
-    repeats: int = 3
-    """timed minibatches (after 2 warm-up ones)"""
+    repeats: int = 5
+    """timed minibatches (after 2 warm-up ones); the median is reported, steadier than the mean on a shared machine"""
     threads: int = 0
     """torch threads for the update; 0 = all cores (the rollout uses 1, as the scripts do)"""
 
@@ -74,10 +75,12 @@ def main(args: Args) -> None:
     minibatch()
     first = time.perf_counter() - start
     minibatch()
-    start = time.perf_counter()
+    times = []
     for _ in range(args.repeats):
+        start = time.perf_counter()
         minibatch()
-    update = (time.perf_counter() - start) / args.repeats
+        times.append(time.perf_counter() - start)
+    update = statistics.median(times)
 
     rollout_envs = settings.num_envs // 2  # the loop acts on one of its two env pools at a time
     step_obs = obs[:rollout_envs]
@@ -92,9 +95,12 @@ def main(args: Args) -> None:
                 _, _, _, _, step_state = agent.get_action_and_value(step_obs, step_state, zeros.long(), zeros, zeros)
 
     act(3)
-    start = time.perf_counter()
-    act(50)
-    act_ms = (time.perf_counter() - start) / 50 * 1000
+    blocks = []  # 5 blocks of 10 steps, the median block
+    for _ in range(5):
+        start = time.perf_counter()
+        act(10)
+        blocks.append((time.perf_counter() - start) / 10 * 1000)
+    act_ms = statistics.median(blocks)
     iterations = settings.update_epochs * settings.num_minibatches
     print(
         f"{args.script} {' '.join(args.agent_args)} {args.precision}{' compiled' if args.compile else ''} ({args.repo}): "

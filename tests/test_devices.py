@@ -93,3 +93,31 @@ def test_policy_lstm_runs_in_fp32_under_autocast(agent_kind, monkeypatch):
     assert seen == [(False, torch.float32)] * steps
     assert all(s.dtype == torch.float32 for s in state)
     assert seen_linears == [(False, torch.float32)] * (steps * len(per_step_linears))
+
+
+def test_spatiotemporal_per_step_parts_run_in_fp32_under_autocast(monkeypatch):
+    # the spatio-temporal agent's query network, policy MLP and Transformer-XL core see a few rows per step: they run
+    # with autocast off, in fp32, so the memory the core carries is never rounded (recorded in every linear they hold)
+    temporal = load_module(REPO / "ppo_atari_temporal.py", "ppo_atari_temporal")
+    small = dict(conv_channels=16, value_channels=24, mlp_hidden=32, query_hidden=(32, 32), d_model=32, memory_len=4)
+    agent = temporal.SpatioTemporalAgent(4, transformer_ff=32, **small)
+    per_step_linears = {
+        id(m) for name in ("query_net", "core_mlp", "temporal") for m in getattr(agent, name).modules()
+        if isinstance(m, torch.nn.Linear)
+    }  # fmt: skip
+    seen, linear_forward = [], torch.nn.Linear.forward
+
+    def recording_linear(layer, x):
+        if id(layer) in per_step_linears:
+            seen.append((torch.is_autocast_enabled("cpu"), x.dtype))
+        return linear_forward(layer, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording_linear)
+    steps, envs = 3, 2
+    obs = torch.randint(0, 255, (steps * envs, 4, 84, 84), dtype=torch.uint8)
+    zeros = torch.zeros(steps * envs)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = agent.unroll(obs, agent.initial_state(envs, "cpu"), zeros.long(), zeros, zeros)
+    calls_per_step = len(per_step_linears)  # each linear once per step (a GRU gate's three included)
+    assert len(seen) == steps * calls_per_step and set(seen) == {(False, torch.float32)}
+    assert all(s.dtype == torch.float32 for s in state)  # vision state, memory, valid, core output

@@ -107,7 +107,7 @@ def test_memory_window_and_validity(temporal):
     memory, valid = core.initial_state(1, "cpu")
     x = torch.randn(1, 6, 16)
     with torch.no_grad():
-        _, (memory_after, valid_after), weights = core(x, memory, valid, torch.zeros(1, 6))
+        _, (memory_after, valid_after), weights = core(x, memory, valid, torch.zeros(1, 6), need_weights=True)
     w = weights[0][0]  # (heads, T, M + 1): step t's window is steps t - 3 .. t (negative: the empty memory)
     assert w.shape == (2, 6, 4)
     assert torch.allclose(w.sum(-1), torch.ones(2, 6), atol=1e-6)
@@ -131,19 +131,26 @@ def test_attention_by_hand(temporal):
         layer.position_bias.normal_()
         x, memory = torch.randn(1, 1, 8), torch.randn(1, 3, 8)
         allowed = torch.ones(1, 1, 4, dtype=torch.bool)
-        _, weights = layer(x, memory, allowed)
+        answers = []  # the attention's output, as the layer computes it (fused, without the weights)
+        hook = layer.attention_out.register_forward_hook(lambda module, inputs, output: answers.append(inputs[0]))
+        output, weights = layer(x, memory, allowed, need_weights=True)
+        output_alone, no_weights = layer(x, memory, allowed)
+        hook.remove()
+        assert no_weights is None and torch.equal(output, output_alone)
         context = layer.attention_norm(torch.cat([memory, x], 1))[0]  # (4, 8): oldest slot first, current step last
-        keys = layer.key_value(context)[:, :8]  # (4, 8)
+        keys, values = layer.key_value(context).split(8, -1)  # (4, 8) each
         query = layer.query(context[-1])  # (8,)
         for head in range(2):
             part = slice(4 * head, 4 * head + 4)
             logits = keys[:, part] @ query[part] / 2.0 + layer.position_bias[head, [3, 2, 1, 0]]
             assert torch.allclose(weights[0, head, 0], torch.softmax(logits, 0), atol=1e-6)
+            # the answer is that softmax's average of the values (eq. 1 of "Attention Is All You Need")
+            assert torch.allclose(answers[0][0, 0, part], torch.softmax(logits, 0) @ values[:, part], atol=1e-6)
     # the core gives its layer that window: the M memory slots, oldest first, then the current step
     core = temporal.TemporalCore(8, layers=1, heads=2, ff_hidden=8, memory_len=3)
     core.layers[0] = layer
     with torch.no_grad():
-        _, _, core_weights = core(x, memory[:, None], torch.ones(1, 3), torch.zeros(1, 1))
+        _, _, core_weights = core(x, memory[:, None], torch.ones(1, 3), torch.zeros(1, 1), need_weights=True)
     assert torch.allclose(core_weights[0], weights, atol=1e-6)
 
 
@@ -191,10 +198,10 @@ def test_adaptive_span_mask(temporal):
     x, memory = torch.randn(1, 1, 8), torch.randn(1, 8, 8)
     allowed = torch.ones(1, 1, 9, dtype=torch.bool)
     with torch.no_grad():
-        _, weights = layer(x, memory, allowed)  # window slot j is 8 - j steps back
+        _, weights = layer(x, memory, allowed, need_weights=True)  # window slot j is 8 - j steps back
         plain = temporal.TransformerXLLayer(8, 2, 8, memory_len=8)
         plain.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "span_fraction"})
-        _, unmasked = plain(x, memory, allowed)
+        _, unmasked = plain(x, memory, allowed, need_weights=True)
     assert (weights[0, 0, 0, :5] == 0).all() and (weights[0, 0, 0, 5:] > 0).all()  # distances 8..4 masked
     expected = unmasked[0, 0, 0] * mask[0].flip(0)
     assert torch.allclose(weights[0, 0, 0], expected / expected.sum(), atol=1e-6)

@@ -11,6 +11,7 @@ import matplotlib.image
 import pytest
 import torch
 from conftest import REPO, describe, load_checkpoint, load_module, read_evals, read_scalars, run_script, script_env
+from test_atari_head import write_trial
 
 from attention_utils.ale import RenderedAtari
 from attention_utils.runs import RUN_CONTROL_FIELDS
@@ -673,3 +674,12 @@ def test_rgb_frame_input_trains_resumes_and_the_tools_follow(topdown, tmp_path):
         last = proc.stderr.strip().splitlines()[-1]  # after the emulator's banner
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
         assert last.startswith("error: ") and last.endswith("--frame-input rgb (one RGB frame per step)"), last
+    # Atari-HEAD's frames are made into grey stacks too: the reader refuses the RGB agent before scoring anything
+    write_trial(tmp_path / "head" / "trials")
+    command = [sys.executable, "-m", "attention_utils.atari_head", "--dataset", str(tmp_path / "head"), "--game", "Breakout"]
+    command += ["--checkpoints", path, "--out", str(tmp_path / "tables")]
+    proc = subprocess.run(command, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
+    assert last.startswith("error: atari_head works on agents that see 4 grey frames"), last
+    assert last.endswith("--frame-input rgb (one RGB frame per step)"), last
