@@ -57,6 +57,33 @@ print(torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_ena
     assert tf32_matmul == tf32_cudnn == str(precision != "fp32")
 
 
+def record_linears(monkeypatch, agent, names) -> tuple[list, int]:
+    """Records (autocast on, input dtype) at every call of the linears inside `agent`'s submodules `names` (those it
+    has); returns the record and how many linears are watched."""
+    watched = {
+        id(m) for name in names if hasattr(agent, name) for m in getattr(agent, name).modules()
+        if isinstance(m, torch.nn.Linear)
+    }  # fmt: skip
+    seen, linear_forward = [], torch.nn.Linear.forward
+
+    def recording_linear(layer, x):
+        if id(layer) in watched:
+            seen.append((torch.is_autocast_enabled("cpu"), x.dtype))
+        return linear_forward(layer, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording_linear)
+    return seen, len(watched)
+
+
+def unroll_under_bf16_autocast(agent, steps: int, envs: int = 2):
+    """The agent's `unroll` over `steps` steps of random observations under CPU bf16 autocast; the state after it."""
+    obs = torch.randint(0, 255, (steps * envs, 4, 84, 84), dtype=torch.uint8)
+    zeros = torch.zeros(steps * envs)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = agent.unroll(obs, agent.initial_state(envs, "cpu"), zeros.long(), zeros, zeros)
+    return state
+
+
 @pytest.mark.parametrize("agent_kind", ["attention", "resnet_lstm"])
 def test_policy_lstm_runs_in_fp32_under_autocast(agent_kind, monkeypatch):
     # CUDA autocast would run lstm_cell in bf16 and round the cell state each step; the step runs with autocast off
@@ -73,26 +100,12 @@ def test_policy_lstm_runs_in_fp32_under_autocast(agent_kind, monkeypatch):
 
     monkeypatch.setattr(torch.nn.LSTMCell, "forward", recording_forward)
     # the attention agent's other per-step parts (query network, policy MLP) run in fp32 too: record their linears
-    per_step_linears = {
-        id(m) for name in ("query_net", "core_mlp") for m in getattr(agent, name, []) if isinstance(m, torch.nn.Linear)
-    }
-    seen_linears = []
-    linear_forward = torch.nn.Linear.forward
-
-    def recording_linear(layer, x):
-        if id(layer) in per_step_linears:
-            seen_linears.append((torch.is_autocast_enabled("cpu"), x.dtype))
-        return linear_forward(layer, x)
-
-    monkeypatch.setattr(torch.nn.Linear, "forward", recording_linear)
-    steps, envs = 3, 2
-    obs = torch.randint(0, 255, (steps * envs, 4, 84, 84), dtype=torch.uint8)
-    zeros = torch.zeros(steps * envs)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        _, state = agent.unroll(obs, agent.initial_state(envs, "cpu"), zeros.long(), zeros, zeros)
+    seen_linears, watched = record_linears(monkeypatch, agent, ("query_net", "core_mlp"))
+    steps = 3
+    state = unroll_under_bf16_autocast(agent, steps)
     assert seen == [(False, torch.float32)] * steps
     assert all(s.dtype == torch.float32 for s in state)
-    assert seen_linears == [(False, torch.float32)] * (steps * len(per_step_linears))
+    assert seen_linears == [(False, torch.float32)] * (steps * watched)
 
 
 def test_spatiotemporal_per_step_parts_run_in_fp32_under_autocast(monkeypatch):
@@ -101,23 +114,9 @@ def test_spatiotemporal_per_step_parts_run_in_fp32_under_autocast(monkeypatch):
     temporal = load_module(REPO / "ppo_atari_temporal.py", "ppo_atari_temporal")
     small = dict(conv_channels=16, value_channels=24, mlp_hidden=32, query_hidden=(32, 32), d_model=32, memory_len=4)
     agent = temporal.SpatioTemporalAgent(4, transformer_ff=32, **small)
-    per_step_linears = {
-        id(m) for name in ("query_net", "core_mlp", "temporal") for m in getattr(agent, name).modules()
-        if isinstance(m, torch.nn.Linear)
-    }  # fmt: skip
-    seen, linear_forward = [], torch.nn.Linear.forward
-
-    def recording_linear(layer, x):
-        if id(layer) in per_step_linears:
-            seen.append((torch.is_autocast_enabled("cpu"), x.dtype))
-        return linear_forward(layer, x)
-
-    monkeypatch.setattr(torch.nn.Linear, "forward", recording_linear)
-    steps, envs = 3, 2
-    obs = torch.randint(0, 255, (steps * envs, 4, 84, 84), dtype=torch.uint8)
-    zeros = torch.zeros(steps * envs)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        _, state = agent.unroll(obs, agent.initial_state(envs, "cpu"), zeros.long(), zeros, zeros)
-    calls_per_step = len(per_step_linears)  # each linear once per step (a GRU gate's three included)
-    assert len(seen) == steps * calls_per_step and set(seen) == {(False, torch.float32)}
+    seen, watched = record_linears(monkeypatch, agent, ("query_net", "core_mlp", "temporal"))
+    steps = 3
+    state = unroll_under_bf16_autocast(agent, steps)
+    # each linear once per step (a GRU gate's three included)
+    assert len(seen) == steps * watched and set(seen) == {(False, torch.float32)}
     assert all(s.dtype == torch.float32 for s in state)  # vision state, memory, valid, core output
