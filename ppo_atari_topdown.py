@@ -106,6 +106,8 @@ class Args:
     each episode's return and length written to a CSV beside the checkpoint (Free-Lunch Saliency's 8192-episode evaluation)"""
     eval_env_id: Optional[str] = None
     """with `--eval-only`: the game to evaluate on when not the checkpoint's (e.g. `BreakoutInfinite` for a Breakout agent)"""
+    eval_dir: Optional[str] = None
+    """with `--eval-only`: the folder for the per-episode CSV (default: the checkpoint's folder, which must be writable)"""
     save_freq: int = 500_000
     """write a checkpoint every `save_freq` agent steps"""
     resume: Optional[str] = None
@@ -664,6 +666,7 @@ def check_args(args: Args) -> None:
     problems = [
         (args.eval_only and args.resume is None, "--eval-only evaluates a checkpoint: name it with --resume PATH"),
         (args.eval_env_id is not None and not args.eval_only, "--eval-env-id is only used with --eval-only"),
+        (args.eval_dir is not None and not args.eval_only, "--eval-dir is only used with --eval-only"),
         (args.eval_episodes < 1, f"--eval-episodes {args.eval_episodes}: give at least 1"),
         (min(args.num_envs, args.num_steps) < 1, f"--num-envs {args.num_envs} and --num-steps {args.num_steps} must be >= 1"),
         (min(args.num_minibatches, args.update_epochs) < 1, "--num-minibatches and --update-epochs must be >= 1"),
@@ -776,11 +779,11 @@ class Memory:
         self.done = torch.as_tensor(episode_end, dtype=torch.float32, device=self.done.device).reshape(-1)
 
 
-def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, progress=None):
+def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, on_episode=None):
     """`num_episodes` full (unclipped) games on the evaluation pool. Each env plays a number of episodes
     fixed in advance (not "the first N to finish", which would favour short episodes). Returns the
-    per-episode (returns, lengths in agent steps, env indices). The agent's `Memory` is reset at every
-    lost life, as in training."""
+    per-episode (returns, lengths in agent steps, env indices); `on_episode(return, length, env)` is called as
+    each game ends. The agent's `Memory` is reset at every lost life, as in training."""
     obs, _ = envs.reset()
     num_envs = len(obs)
     quota = num_episodes // num_envs + (np.arange(num_envs) < num_episodes % num_envs)
@@ -803,8 +806,8 @@ def evaluate(agent, envs, num_episodes, device, autocast, deterministic=False, p
             env_ids.append(i)
             running_returns[i] = 0.0
             played[i] += 1
-            if progress is not None:
-                progress.update(1)
+            if on_episode is not None:
+                on_episode(returns[-1], lengths[-1], i)
     return np.array(returns), np.array(lengths), np.array(env_ids)
 
 
@@ -848,7 +851,10 @@ def save_checkpoint(path: str, agent, optimizer, args: Args, global_step: int, i
 def load_checkpoint(checkpoint: dict, agent, optimizer) -> tuple[int, int]:
     """Restore a `save_checkpoint` dict; returns (global_step, the iteration to start from)."""
     agent.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    if "optimizer" in checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    else:
+        print("resume: no optimizer state in the checkpoint (an exported agent, e.g. zoo/): fresh Adam, a new run folder")
     random.setstate(checkpoint["rng"]["python"])
     np.random.set_state(checkpoint["rng"]["numpy"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
@@ -932,7 +938,8 @@ if __name__ == "__main__":
         import_optional("runs", "--eval-only").eval_only(sys.modules[__name__], args, checkpoint, device, autocast)
         sys.exit(0)
 
-    if checkpoint is not None:  # a resumed run goes on in its checkpoint's folder
+    # a resumed run goes on in its checkpoint's folder; an exported agent (no optimizer, e.g. zoo/) starts a new one
+    if checkpoint is not None and "optimizer" in checkpoint:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
     else:
         run_dir = base_dir = os.path.join(

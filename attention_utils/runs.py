@@ -9,6 +9,7 @@ import difflib
 import io
 import os
 import re
+import signal
 import sys
 from contextlib import contextmanager
 from types import ModuleType
@@ -22,7 +23,7 @@ from tqdm import tqdm
 # not what is learned.
 RUN_CONTROL_FIELDS = (
     "resume", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_attention",
-    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads", "eval_only", "eval_env_id", "nan_policy",
+    "cuda", "compile", "torch_threads", "rollout_threads", "env_threads", "eval_only", "eval_env_id", "eval_dir", "nan_policy",
 )  # fmt: skip
 # with --eval-only, these also come from the command line
 EVAL_ONLY_FIELDS = ("eval_episodes", "eval_deterministic", "precision")
@@ -161,9 +162,14 @@ def resume(args, script_name: str):
     again."""
     option = "--eval-only --resume" if args.eval_only else "--resume"
     run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
-    if not args.eval_only and os.path.isdir(run_dir) and not os.access(run_dir, os.W_OK):  # before anything is changed
-        sys.exit(f"error: the run folder {run_dir} is not writable; fix its permissions (or copy the checkpoint elsewhere)")
+    not_writable = f"error: the run folder {run_dir} is not writable; fix its permissions (or copy the checkpoint elsewhere)"
+    if not args.eval_only and os.path.isdir(args.resume) and not os.access(run_dir, os.W_OK):  # before anything is changed
+        sys.exit(not_writable)
     path, checkpoint = find_checkpoint(args.resume, option, set_aside=not args.eval_only)
+    # an exported agent (no optimizer state, e.g. zoo/) trains on in a new run folder: its own folder is left as it is
+    exported = "optimizer" not in checkpoint
+    if not args.eval_only and not exported and not os.access(run_dir, os.W_OK):
+        sys.exit(not_writable)
     args = dataclasses.replace(args, resume=path)  # the run goes on in the checkpoint's folder
     if checkpoint["script"] != script_name:
         sys.exit(f"error: --resume {args.resume} was written by {checkpoint['script']}, not {script_name}")
@@ -182,12 +188,14 @@ def resume(args, script_name: str):
     if args.eval_only:
         return args, checkpoint
     run_dir, step = os.path.dirname(os.path.abspath(args.resume)), checkpoint["global_step"]
+    if checkpoint["iteration"] >= args.total_timesteps // (args.num_envs * args.num_steps):
+        sys.exit(f"error: checkpoint is at step {step}, already at total_timesteps {args.total_timesteps}")
+    if exported:
+        return args, checkpoint
     for name in os.listdir(run_dir):  # a write killed before its rename left a hidden temporary file
         if UNFINISHED_WRITE.fullmatch(name):
             os.remove(os.path.join(run_dir, name))
             print(f"resume: removed {name}, the remains of a write that was interrupted")
-    if checkpoint["iteration"] >= args.total_timesteps // (args.num_envs * args.num_steps):
-        sys.exit(f"error: checkpoint is at step {step}, already at total_timesteps {args.total_timesteps}")
     later = sorted(f for f in os.listdir(run_dir) if (m := CHECKPOINT_NAME.fullmatch(f)) and int(m.group(1)) > step)
     if later:
         sys.exit(
@@ -216,13 +224,43 @@ def resume(args, script_name: str):
     return args, checkpoint
 
 
+class EvaluationStopped(Exception):
+    """Ctrl-C or SIGTERM during `--eval-only`: the games finished so far are written, then the evaluation ends."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_evaluation_stopped(signum, frame) -> None:
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # a second one while the results are written stops at once
+        signal.signal(stop_signal, signal.SIG_DFL)
+    raise EvaluationStopped(signum)
+
+
 def eval_only(script: ModuleType, args, checkpoint: dict, device: torch.device, autocast) -> None:
     """The long evaluation of a checkpoint (Free-Lunch Saliency: 8192 episodes on unseen seeds): `eval_episodes`
     full games, 8 envs per core in one envpool pool, each env playing a share of the games fixed in advance (so
-    short episodes are not favoured). Every episode's return and length go to a CSV beside the checkpoint (a
-    second evaluation gets a `-2` suffix, nothing is overwritten); the summary is printed."""
+    short episodes are not favoured). Every episode's return and length go to a CSV beside the checkpoint, or in
+    `--eval-dir` (a second evaluation gets a `-2` suffix, nothing is overwritten); the summary is printed.
+
+    The results folder is checked before any game is played. Ctrl-C or SIGTERM writes the games finished so far
+    to `..._{n}of{N}ep_interrupted.csv` (kept apart from complete evaluations: short games finish first, so a
+    partial mean is biased) and says how many in one line."""
     game = script.parse_game(args.env_id)
     eval_game = script.parse_game(args.eval_env_id) if args.eval_env_id is not None else game
+    out_dir = getattr(args, "eval_dir", None) or os.path.dirname(os.path.abspath(args.resume))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        sys.exit(f"error: --eval-dir {out_dir} is a file, not a folder; name a folder for the results CSV")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        sys.exit(f"error: cannot create the results folder {out_dir} ({error.strerror}); name a writable one with --eval-dir")
+    if not os.access(out_dir, os.W_OK):
+        sys.exit(
+            f"error: cannot write the results into {out_dir} (not writable); nothing was played: "
+            "name a writable folder with --eval-dir DIR"
+        )
     num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     num_envs = min(args.eval_episodes, 8 * num_cores)
     rgb = getattr(args, "frame_input", "grey_stack") == "rgb"  # only the recurrent scripts have the setting
@@ -239,21 +277,48 @@ def eval_only(script: ModuleType, args, checkpoint: dict, device: torch.device, 
     variant, step = script.variant_name(args), checkpoint["global_step"]
     print(
         f"eval-only: {variant} at step {step:,} on {eval_game}, {args.eval_episodes} episodes, "
-        f"{eval_pool.action_space.n} actions, precision {args.precision}"
+        f"{eval_pool.action_space.n} actions, precision {args.precision}",
+        flush=True,
     )
+    finished = []  # (env, return, length) of every game, in the order they end
+
+    def on_episode(episode_return, length, env) -> None:
+        finished.append((env, episode_return, length))
+        progress.update(1)
+        if progress.disable and (len(finished) == 1 or len(finished) % max(1, args.eval_episodes // 10) == 0):
+            print(f"eval-only: {len(finished)}/{args.eval_episodes} games finished", flush=True)  # a log's progress
+
+    stopped = None
+    handlers = {s: signal.signal(s, raise_evaluation_stopped) for s in (signal.SIGINT, signal.SIGTERM)}
     with tqdm(total=args.eval_episodes, unit="episode", dynamic_ncols=True, disable=not sys.stderr.isatty()) as progress:
-        returns, lengths, env_ids = script.evaluate(
-            agent, eval_pool, args.eval_episodes, device, autocast, args.eval_deterministic, progress
-        )
+        try:
+            script.evaluate(agent, eval_pool, args.eval_episodes, device, autocast, args.eval_deterministic, on_episode)
+        except EvaluationStopped as stop:
+            stopped = stop
+        finally:
+            for stop_signal, handler in handlers.items():
+                signal.signal(stop_signal, handler)
     eval_pool.close()
-    run_dir = os.path.dirname(os.path.abspath(args.resume))
-    base = os.path.join(run_dir, f"eval_only_{eval_game}_step_{step:09d}_{args.eval_episodes}ep")
-    results_path, copy = f"{base}.csv", 1
+    base = os.path.join(out_dir, f"eval_only_{eval_game}_step_{step:09d}_{args.eval_episodes}ep")
+    if stopped is not None:
+        base = os.path.join(out_dir, f"eval_only_{eval_game}_step_{step:09d}_{len(finished)}of{args.eval_episodes}ep")
+        if not finished:
+            print(f"eval-only: stopped by {stopped} before any game finished; nothing written", flush=True)
+            sys.exit(128 + stopped.signum)
+    results_path, copy = f"{base}{'_interrupted' if stopped else ''}.csv", 1
     while os.path.exists(results_path):  # an earlier evaluation is never overwritten
         copy += 1
-        results_path = f"{base}-{copy}.csv"
-    rows = [[i, e, f"{r:g}", n] for i, (e, r, n) in enumerate(zip(env_ids, returns, lengths))]
+        results_path = f"{base}-{copy}{'_interrupted' if stopped else ''}.csv"
+    rows = [[i, e, f"{r:g}", n] for i, (e, r, n) in enumerate(finished)]
     write_csv(results_path, [["episode", "env", "return", "length"]] + rows)
+    returns, lengths = np.array([r for _, r, _ in finished]), np.array([n for _, _, n in finished])
+    if stopped is not None:
+        print(
+            f"eval-only: stopped by {stopped} after {len(finished)} of {args.eval_episodes} games; the finished ones "
+            f"(mean {returns.mean():.2f}, biased to short games) are in {results_path}",
+            flush=True,
+        )
+        sys.exit(128 + stopped.signum)
     standard_error = returns.std(ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else float("nan")
     print(
         f"eval-only: mean return {returns.mean():.2f} +- {returns.std():.2f} (standard error {standard_error:.2f}), "
