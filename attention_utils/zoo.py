@@ -20,7 +20,6 @@ import dataclasses
 import io
 import json
 import os
-import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from attention_utils.cli_checks import check_at_least, check_output_folder
 from attention_utils.runs import EVALS_HEADER, read_checkpoint, save_figure, write_atomically, write_text
 
 MIN_CARD_EPISODES = 30
-EVAL_ONLY_NAME = re.compile(r"eval_only_(?P<game>.+)_step_(?P<step>\d+)_(?P<episodes>\d+)ep(?:-\d+)?\.csv")
 # settings the card's command leaves out: computed at run time, or how the run was shown and resumed
 NOT_IN_COMMAND = {"exp_name", "batch_size", "minibatch_size", "num_iterations", "resume", "eval_only", "eval_env_id"}
 NOT_IN_COMMAND |= {"eval_dir", "precision", "track", "wandb_project_name", "wandb_entity", "cuda", "compile"}
@@ -235,6 +233,8 @@ def export(args: Args) -> Path:
     if checkpoint is None:
         sys.exit(f"error: --checkpoint {args.checkpoint}: {problem}")
     step, run_dir = checkpoint["global_step"], Path(args.checkpoint).resolve().parent
+    from attention_utils.evaluations import EVAL_ONLY_NAME
+
     match = EVAL_ONLY_NAME.fullmatch(os.path.basename(args.evaluation))
     if match is None or int(match["step"]) != step:
         expected = f"eval_only_<Game>_step_{step:09d}_<N>ep.csv"

@@ -34,9 +34,9 @@ def picture_module(script: ModuleType) -> ModuleType:
     return importlib.import_module(f"attention_utils.pictures.{PICTURE_MODULES[name]}")
 
 
-def save_attention_grid(script: ModuleType, agent, game: str, seed: int, device, autocast, path: str) -> None:
-    """The script's attention picture (a PNG) for a few states of one rendered evaluation game."""
-    picture_module(script).save_attention_grid(script, agent, game, seed, device, autocast, path)
+def save_attention_grid(script: ModuleType, agent, game: str, seed: int, device, autocast, path: str, num_states=4) -> None:
+    """The script's attention picture (a PNG) for `num_states` states of one rendered evaluation game."""
+    picture_module(script).save_attention_grid(script, agent, game, seed, device, autocast, path, num_states=num_states)
 
 
 def record_video(script: ModuleType, agent, game: str, seed: int, device, autocast, path: str, deterministic=False) -> float:
