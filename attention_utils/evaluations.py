@@ -42,23 +42,19 @@ from typing import Optional
 
 import numpy as np
 
-from attention_utils.results import (
+from attention_utils.game_tables import markdown_table
+from attention_utils.result_plots import _pyplot
+from attention_utils.run_files import (
     ARGS_FILE,
     EVAL_ONLY_GLOB,
     ResultsError,
-    UnknownScriptError,
     _finite_float,
     _positive_int,
-    _pyplot,
     check_runs_paths,
-    game_name,
-    markdown_table,
-    name_shared_variants,
-    ordered_variants,
     read_args_json,
     read_csv_columns,
-    variant_name,
 )
+from attention_utils.run_naming import UnknownScriptError, game_name, name_shared_variants, ordered_variants, variant_name
 from attention_utils.runs import atomic_open, save_figure, write_text
 
 # attention_utils.runs.eval_only writes f"eval_only_{game}_step_{step:09d}_{episodes}ep.csv", then -2, -3 ...

@@ -138,6 +138,39 @@ def test_package_imports_no_script():
     assert not [m for m in loaded if m.startswith("ppo_atari_")]
 
 
+def package_imports() -> dict[str, set[str]]:
+    """{module: the attention_utils modules it imports}, at the top or inside functions, for every module of the package."""
+    files = (REPO / "attention_utils").rglob("*.py")
+    paths = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p for p in files}
+    graph = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        named = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                named |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from . import x, from .y import z
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                named |= {base} | {f"{base}.{alias.name}" for alias in node.names}  # `from attention_utils import runs`
+        graph[name] = {target for target in named if target in paths and target != name}
+    return graph
+
+
+def test_package_modules_import_downwards_only():
+    """No two modules of attention_utils import each other, directly or around a longer circle."""
+    import graphlib
+
+    graph = package_imports()
+    assert "attention_utils.runs" in graph["attention_utils.zoo"]  # the graph sees imports at all
+    assert "attention_utils.evaluations" in graph["attention_utils.results"]  # and those inside functions
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        pytest.fail(f"attention_utils modules import each other: {' -> '.join(error.args[1])}")
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_imports_no_package_module(script):
     code = f"import sys, importlib.util\nspec = importlib.util.spec_from_file_location('s', '{REPO / script}')\n"
