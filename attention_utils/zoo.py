@@ -59,6 +59,9 @@ class Args:
     """the mean return that test requires (default: the card's mean minus its standard deviation)"""
     notes: str = ""
     """a paragraph for the card (how the run was stopped, resumed, what it is for)"""
+    continues: Optional[str] = None
+    """the zoo folder (moved aside) whose exported checkpoint this run was resumed from: its evaluations, training time
+    and machine come first in the new card"""
 
 
 def describe_machine() -> str:
@@ -198,6 +201,12 @@ def card_text(card: dict, evals: list[list[str]], notes: str) -> str:
         f"| checkpoint | `{card['checkpoint']}` (no optimizer state) |",
         "",
     ]
+    if card.get("continued_from"):
+        lines += [
+            f"Trained to step {card['continued_from']:,}, exported, then resumed from that checkpoint with a fresh Adam "
+            f"optimizer (`--resume`) to step {card['steps']:,}; the training time is the sum of both runs.",
+            "",
+        ]
     if notes:
         lines += [notes, ""]
     lines += [
@@ -221,6 +230,26 @@ def card_text(card: dict, evals: list[list[str]], notes: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def read_earlier_card(folder: str, checkpoint: dict, step: int) -> dict:
+    """`--continues`: the earlier zoo folder's card and evaluations; exits with one line unless this checkpoint's run
+    went on from it (the same script, variant settings and game, a later step)."""
+    card_path, evals_path = os.path.join(folder, "card.json"), os.path.join(folder, "evals.csv")
+    if not (os.path.isfile(card_path) and os.path.isfile(evals_path)):
+        sys.exit(f"error: --continues {folder}: not a zoo folder (needs card.json and evals.csv)")
+    with open(card_path) as f:
+        earlier = json.load(f)
+    earlier_checkpoint, problem = read_checkpoint(os.path.join(folder, earlier["checkpoint"]))
+    if earlier_checkpoint is None:
+        sys.exit(f"error: --continues {folder}: its checkpoint {earlier['checkpoint']}: {problem}")
+    same = {k: v for k, v in earlier_checkpoint["args"].items() if k not in NOT_IN_COMMAND and "thread" not in k}
+    if earlier["script"] != checkpoint["script"] or any(checkpoint["args"].get(k) != v for k, v in same.items()):
+        sys.exit(f"error: --continues {folder}: its agent was trained with other settings than this checkpoint's")
+    if earlier["steps"] >= step:
+        sys.exit(f"error: --continues {folder}: it is at step {earlier['steps']:,}, not before this checkpoint's {step:,}")
+    earlier["evals"] = read_evals(Path(evals_path), earlier["steps"])
+    return earlier
 
 
 def export(args: Args) -> Path:
@@ -256,6 +285,9 @@ def export(args: Args) -> Path:
         sys.exit(f"error: {folder} exists; move it away first (a zoo agent is never overwritten)")
     anchors = read_anchors(args.anchors, game) if args.anchors else {}
     evals = read_evals(run_dir / "evals.csv", step)
+    earlier = read_earlier_card(args.continues, checkpoint, step) if args.continues else None
+    if earlier is not None:  # the earlier run's evaluations up to its exported step, then this run's
+        evals = [evals[0]] + earlier["evals"][1:] + [r for r in evals[1:] if int(r[0]) > earlier["steps"]]
 
     folder.mkdir(parents=True)
     exported = {k: v for k, v in checkpoint.items() if k != "optimizer"}
@@ -282,6 +314,7 @@ def export(args: Args) -> Path:
         "eval_episodes": saved["eval_episodes"],
         "training_seconds": training_seconds(run_dir, step),
         "machine": args.machine or describe_machine(),
+        "continued_from": None,
         "evaluation": {
             "file": os.path.basename(args.evaluation),
             "episodes": len(returns),
@@ -297,6 +330,12 @@ def export(args: Args) -> Path:
             "precision": "fp32",
         },
     }
+    if earlier is not None:
+        seconds = [t for t in (earlier["training_seconds"], card["training_seconds"]) if t is not None]
+        card["training_seconds"] = sum(seconds) if seconds else None
+        if earlier["machine"] != card["machine"]:
+            card["machine"] = f"{earlier['machine']} to step {earlier['steps']:,}, then {card['machine']}"
+        card["continued_from"] = earlier["steps"]
     write_text(folder / "card.json", json.dumps(card, indent=2) + "\n")
     write_text(folder / "README.md", card_text(card, evals, args.notes))
     size = sum(p.stat().st_size for p in folder.iterdir())

@@ -154,23 +154,57 @@ def test_every_tool_takes_an_exported_agent(exported, tmp_path):
     assert matplotlib.image.imread(tmp_path / "attention.png").shape[0] > 400  # frame | attention | c1 features, 4 rows
 
 
-def test_resume_without_optimizer_trains_on_with_a_fresh_one_in_a_new_folder(trained_checkpoints, tmp_path):
-    """An exported agent that has steps left in its schedule: a fresh Adam, said in one line, a new run folder."""
-    source = trained_checkpoints["ppo_atari_fls.py"]  # sparse_fls, 256 steps of 2 x 32: resumed with a longer schedule
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
-    del checkpoint["optimizer"]
-    checkpoint["args"]["total_timesteps"] = 320
-    exported_path = tmp_path / "exported" / "step_000000256.cleanrl_model"
-    exported_path.parent.mkdir()
-    torch.save(checkpoint, exported_path)
-    proc = run([REPO / "ppo_atari_fls.py", "--resume", exported_path], tmp_path)
+def test_resume_from_a_zoo_agent_trains_on_and_the_card_continues(trained_checkpoints, tmp_path):
+    """An exported agent with steps left in its schedule trains on with a fresh Adam (said in one line) in a new run
+    folder, leaving the zoo folder as it was; `--continues` gives the new card the whole history."""
+    run_dir = tmp_path / "first_run"  # sparse_fls, 256 steps of 2 x 32, given a 320-step schedule so it can go on
+    shutil.copytree(Path(trained_checkpoints["ppo_atari_fls.py"]).parent, run_dir)
+    checkpoint_path = run_dir / "step_000000256.cleanrl_model"
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint["args"].update(total_timesteps=320, num_iterations=5)
+    torch.save(checkpoint, checkpoint_path)
+
+    def evaluate_and_export(path, *options):
+        proc = run([REPO / "ppo_atari_fls.py", "--eval-only", "--resume", path, "--eval-episodes", 30], REPO)
+        assert proc.returncode == 0, describe(proc)
+        evaluation = only_file(path.parent, f"eval_only_Breakout_step_{int(path.name[5:14]):09d}_30ep.csv")
+        command = ["-m", "attention_utils.zoo", "--checkpoint", path, "--evaluation", evaluation, "--out", tmp_path / "zoo"]
+        proc = run(command + ["--machine", "machine A", *options], REPO)
+        assert proc.returncode == 0, describe(proc)
+        return tmp_path / "zoo" / "Breakout__ppo_atari_fls__sparse_fls"
+
+    first = evaluate_and_export(checkpoint_path)
+    aside = first.rename(tmp_path / "first_card")
+    zoo_files = sorted(path.name for path in aside.iterdir())
+    proc = run([REPO / "ppo_atari_fls.py", "--resume", aside / "step_000000256.cleanrl_model"], tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout.count("resume: no optimizer state in the checkpoint") == 1
-    assert sorted(path.name for path in exported_path.parent.iterdir()) == [exported_path.name]  # left as it was
-    (run_dir,) = list(tmp_path.glob("runs/Breakout__ppo_atari_fls__sparse_fls__*"))
-    resumed = torch.load(run_dir / "step_000000320.cleanrl_model", map_location="cpu", weights_only=False)
+    assert sorted(path.name for path in aside.iterdir()) == zoo_files  # left as it was
+    (new_run,) = list(tmp_path.glob("runs/Breakout__ppo_atari_fls__sparse_fls__*"))
+    resumed = torch.load(new_run / "step_000000320.cleanrl_model", map_location="cpu", weights_only=False)
     assert resumed["global_step"] == 320 and resumed["iteration"] == 5 and "optimizer" in resumed
     assert any(not torch.equal(resumed["model"][k], v) for k, v in checkpoint["model"].items())  # it trained
+
+    card = json.loads(
+        (evaluate_and_export(new_run / "step_000000320.cleanrl_model", "--continues", aside) / "card.json").read_text()
+    )
+    first_card = json.loads((aside / "card.json").read_text())
+    assert card["steps"] == 320 and card["continued_from"] == 256 and card["machine"] == "machine A"
+    assert card["training_seconds"] > first_card["training_seconds"] > 0
+    new_evals = (tmp_path / "zoo" / "Breakout__ppo_atari_fls__sparse_fls" / "evals.csv").read_text().splitlines()
+    assert new_evals[:-1] == (aside / "evals.csv").read_text().splitlines()  # the first run's, then step 320's
+    assert new_evals[-1].startswith("320,")
+    assert "resumed from that checkpoint with a fresh Adam" in (tmp_path / "zoo" / card["folder"] / "README.md").read_text()
+    other = tmp_path / "other"  # a zoo folder of another agent is refused
+    shutil.copytree(aside, other)
+    settings = json.loads((other / "args.json").read_text())
+    wrong = torch.load(other / "step_000000256.cleanrl_model", map_location="cpu", weights_only=False)
+    wrong["args"]["ent_coef"] = 0.5
+    torch.save(wrong, other / "step_000000256.cleanrl_model")
+    assert settings["ent_coef"] != 0.5
+    command = ["-m", "attention_utils.zoo", "--checkpoint", new_run / "step_000000320.cleanrl_model", "--out", tmp_path / "z2"]
+    command += ["--evaluation", only_file(new_run, "eval_only_*_30ep.csv"), "--continues", other]
+    assert "trained with other settings" in error_line(run(command, REPO))
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
