@@ -350,9 +350,8 @@ class Agent(nn.Module):
         if spec.pad:
             h = F.pad(h, (1, 1, 1, 1))  # (N, 4, 86, 86)
         maps = {}
-        for i, conv in enumerate(self.convs):
-            weight = conv.weight / 255.0 if i == 0 else conv.weight
-            h = F.conv2d(h, weight, conv.bias, stride=conv.stride, padding=conv.padding)
+        for i, conv in enumerate(self.convs):  # the later ones called as modules, so layer hooks (Grad-CAM) see them
+            h = F.conv2d(h, conv.weight / 255.0, conv.bias, stride=conv.stride, padding=conv.padding) if i == 0 else conv(h)
             if spec.relu or i < len(self.convs) - 1:
                 h = F.relu(h)
             if str(i) in self.fls:

@@ -101,8 +101,10 @@ def agent_device(agent: torch.nn.Module) -> torch.device:
     return next(agent.parameters()).device
 
 
-def policy_and_value(agent: torch.nn.Module, memory=None) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """A function (B, 4, 84, 84) uint8 -> (logits (B, A), values (B,)).
+def policy_and_value(
+    agent: torch.nn.Module, memory=None, grad: bool = False
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A function (B, 4, 84, 84) uint8 -> (logits (B, A), values (B,)); with `grad`, differentiable (Grad-CAM).
 
     Feed-forward agents (`hidden`, `actor`, `critic`): `memory` must be None. Recurrent agents: one step from
     what `memory` (the script's `Memory`, of 1 or B games) holds now: its state, previous action, previous
@@ -113,22 +115,22 @@ def policy_and_value(agent: torch.nn.Module, memory=None) -> Callable[[torch.Ten
         if memory is not None:
             raise ValueError("a feed-forward agent has no memory: call policy_and_value(agent) without one")
 
-        @torch.no_grad()
         def feedforward(obs):
-            hidden = agent.hidden(obs)
-            return agent.actor(hidden).float(), agent.critic(hidden).float()[:, 0]
+            with torch.set_grad_enabled(grad):
+                hidden = agent.hidden(obs)
+                return agent.actor(hidden).float(), agent.critic(hidden).float()[:, 0]
 
         return feedforward
     if memory is None:
         raise ValueError("a recurrent agent acts from a state: pass the script's Memory holding it")
     state, prev_action, prev_reward, done = memory.state, memory.prev_action, memory.prev_reward, memory.done
 
-    @torch.no_grad()
     def recurrent(obs):
         batch = obs.shape[0]
         states = tuple(s.expand(batch, *s.shape[1:]) for s in state)  # (1, ...) -> (B, ...); (B, ...) unchanged
-        out, _ = agent.unroll(obs, states, prev_action.expand(batch), prev_reward.expand(batch), done.expand(batch))
-        return agent.actor(out).float(), agent.critic(out).float()[:, 0]
+        with torch.set_grad_enabled(grad):
+            out, _ = agent.unroll(obs, states, prev_action.expand(batch), prev_reward.expand(batch), done.expand(batch))
+            return agent.actor(out).float(), agent.critic(out).float()[:, 0]
 
     return recurrent
 

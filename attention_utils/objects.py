@@ -3,8 +3,14 @@ gaze data, beside what maps that know nothing about the agent score on the same 
 
 Each agent plays its game on rendered ALE (`checkpoints.PlayedGame`, feed-forward and recurrent agents alike). At
 every step the positions of the game's objects are read from the emulator's RAM (`attention_utils.ram_layouts`)
-and turned into boxes on the 84x84 observation; the agent's map is the one every other tool uses
-(`checkpoints.input_saliency`). Per frame and per object class (ball, player, enemy, ...; `all` = every object):
+and turned into boxes on the 84x84 observation. Each agent's maps (`--maps`, by default every one it has), all of
+the same observations and, where they need one, for the action the agent took:
+- `attention`: its own attention, the map every other tool uses (`checkpoints.input_saliency`);
+- `perturbation`: perturbation saliency of its policy (`attention_utils.perturbation`, section 4.7 of the top-down
+  paper: the action probabilities' change when a Gaussian patch is blurred, on a grid of `--perturbation-stride`);
+- `gradcam`, `gradcam++`: Grad-CAM and Grad-CAM++ of the action's logit at the layer `attention_utils.gradcam`
+  names.
+Per frame, map and object class (ball, player, enemy, ...; `all` = every object):
 - NSS at the objects' pixels: Free-Lunch Saliency's eq. (1) with the pixels inside the class's boxes as the
   fixations (`metrics.nss`);
 - the share of the map's mass inside the class's boxes, against the boxes' share of the screen (what a uniform
@@ -15,18 +21,19 @@ and turned into boxes on the 84x84 observation; the agent's map is the one every
 
 Sanity baselines on the same frames, in the same tables (Adebayo et al. 2018, "Sanity Checks for Saliency
 Maps", section 3.1, the model parameter randomisation test, and the usual saliency baselines):
-- `randomised`: the same architecture with freshly initialised weights (the script's own `make_agent` with the
-  checkpoint's settings, seed = the run's seed + 1), shown the same frames and, if recurrent, told the same
-  actions, rewards and episode ends;
+- `{map}_randomised`, each map of the same architecture with freshly initialised weights (the script's own
+  `make_agent` with the checkpoint's settings, seed = the run's seed + 1), shown the same frames, explaining the
+  same action and, if recurrent, told the same actions, rewards and episode ends;
 - `intensity`: the last frame of the observation; `motion`: |last frame - the one before|;
 - `centre`: a Gaussian at the centre of the screen (sigma = a quarter of its side), the same on every frame;
-plus the Spearman rank correlation between the trained and the randomised map of each frame (Adebayo et al.'s
-similarity measure: a map that barely changes when the weights are randomised explains the image, not the agent).
+plus, per map, the Spearman rank correlation between the trained and the randomised map of each frame (Adebayo et
+al.'s similarity measure: a map that barely changes when the weights are randomised explains the image, not the
+agent).
 
 Writes into `--out` (default: `objects/` beside the first checkpoint), per game: `{game}_objects.csv` (one row per
-agent, frame, map and object class), `{game}_objects.md` (agents x metrics, the baselines beside, how far the agent
-is above each) and `{game}_objects.png` (frames with each agent's and its randomised copy's maps and the object
-boxes). Files already there are kept: the new ones get a `-2`, `-3`, ... suffix.
+agent, frame, map and object class), `{game}_objects.md` (per agent and metric: the maps and baselines x object
+classes) and `{game}_objects.png` (frames with each agent's maps, its randomised copy's attention or first map, the
+frame difference and the object boxes). Files already there are kept: the new ones get a `-2`, `-3`, ... suffix.
 
     python -m attention_utils.objects --checkpoint runs/a/step_000500000.cleanrl_model runs/b/step_000500000.cleanrl_model
 """
@@ -57,9 +64,13 @@ from attention_utils.ram_layouts import LAYOUTS, SCREEN, Box, layout_name, objec
 from attention_utils.runs import atomic_open, save_figure, write_text
 
 GRID = 84  # the observation's side
-MAPS = ("agent", "randomised", "intensity", "motion", "centre")  # the agent's map first, then the baselines
-BASELINE_NAMES = {
-    "randomised": "randomised weights",
+EXPLANATIONS = ("attention", "perturbation", "gradcam", "gradcam++")  # the maps that explain the agent
+BASELINES = ("intensity", "motion", "centre")  # the maps that know nothing about it
+MAP_NAMES = {
+    "attention": "the agent's attention",
+    "perturbation": "perturbation saliency",
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
     "intensity": "last-frame intensity",
     "motion": "frame difference",
     "centre": "centre prior",
@@ -79,6 +90,10 @@ class Args:
     """other frames whose object pixels are the shuffled AUC's negatives"""
     seed: int = 8_000_000
     """seed of the played game (training, evaluation and the other tools use other seeds)"""
+    maps: tuple[str, ...] = ()
+    """maps to score, of `attention`, `perturbation`, `gradcam`, `gradcam++` (default: every one the agent has)"""
+    perturbation_stride: int = 5
+    """grid step of the perturbation saliency in 84x84 pixels (Greydanus et al.'s 5; 1 = every pixel, 25x slower)"""
     figure_frames: int = 3
     """frames per agent in the figure"""
     out: Optional[str] = None
@@ -149,6 +164,26 @@ def baseline_maps(obs: torch.Tensor) -> dict[str, np.ndarray]:
     return {"intensity": frames[-1], "motion": np.abs(frames[-1] - frames[-2]), "centre": centre_prior()}
 
 
+def map_names(explanations: list[str]) -> list[str]:
+    """The names of every map scored: each explanation and its randomised copy's, then the baselines."""
+    return [name for e in explanations for name in (e, f"{e}_randomised")] + list(BASELINES)
+
+
+def map_title(name: str) -> str:
+    base = name.removesuffix("_randomised")
+    return MAP_NAMES[base] + (", randomised weights" if name != base else "")
+
+
+def available_maps(loaded) -> list[str]:
+    """The explanations this agent has: perturbation always; its own attention and Grad-CAM where it has them."""
+    from attention_utils.checkpoints import input_saliency
+    from attention_utils.gradcam import gradcam_layer
+
+    has = {"attention": input_saliency(loaded) is not None, "perturbation": True}
+    has["gradcam"] = has["gradcam++"] = gradcam_layer(loaded) is not None
+    return [name for name in EXPLANATIONS if has[name]]
+
+
 def mass_share(saliency: np.ndarray, mask: np.ndarray) -> Optional[float]:
     """The share of the map's mass (negative values count as 0) inside `mask`; None for a map without mass."""
     saliency = np.clip(np.asarray(saliency, np.float64), 0, None)
@@ -173,12 +208,14 @@ class Recording:
     """the agent's label in tables and figures"""
     game: str
     kinds: list[str]
+    explanations: list[str]
+    """the explanations scored, in `EXPLANATIONS` order"""
     rgb: list[np.ndarray] = dataclasses.field(default_factory=list)
     """(210, 160, 3) rendered frames"""
     obs: list[np.ndarray] = dataclasses.field(default_factory=list)
     """(4, 84, 84) uint8 observations"""
-    maps: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {name: [] for name in MAPS})
-    """(84, 84) maps per name of `MAPS`"""
+    maps: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+    """(84, 84) maps per name of `map_names(explanations)`"""
     masks: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
     """(84, 84) bool masks per object class and `all`"""
     boxes: list[list[tuple[str, Box]]] = dataclasses.field(default_factory=list)
@@ -194,14 +231,20 @@ def randomised_copy(loaded):
     return dataclasses.replace(loaded, agent=agent)
 
 
-@torch.no_grad()
-def record(checkpoint: str, loaded, randomised, game: str, frames: int, seed: int) -> Recording:
-    """Play `frames` steps of `game` with the agent; at each step its map, its randomised copy's map of the same
-    observation (a recurrent copy at its own state), the baselines and the objects."""
-    from attention_utils.checkpoints import PlayedGame, input_saliency, is_recurrent
+def record(
+    checkpoint: str, loaded, randomised, game: str, frames: int, seed: int, explanations: list[str], stride: int
+) -> Recording:
+    """Play `frames` steps of `game` with the agent; at each step the maps `explanations` of the agent and of its
+    randomised copy (a recurrent copy at its own state), all of the same observation and for the action the agent
+    takes there, the baselines and the objects."""
+    from attention_utils.checkpoints import PlayedGame, input_saliency, is_recurrent, policy_and_value
+    from attention_utils.gradcam import class_activation_maps
+    from attention_utils.perturbation import perturbation_saliency
 
     agent, recurrent = loaded.agent, is_recurrent(loaded.agent)
-    saliency, random_saliency = input_saliency(loaded), input_saliency(randomised)
+    networks = {"": loaded, "_randomised": randomised}
+    own_maps = {suffix: input_saliency(net) for suffix, net in networks.items()} if "attention" in explanations else {}
+    gradcam = "gradcam" in explanations or "gradcam++" in explanations
     # a recurrent copy gets a memory of its own, told the same actions, rewards and episode ends by PlayedGame;
     # the scripts' initial states are zeros, so a memory built for the trained agent serves its copy
     played = PlayedGame(dataclasses.replace(loaded, game=game), seed, copies=2 if recurrent else 1)
@@ -209,17 +252,35 @@ def record(checkpoint: str, loaded, randomised, game: str, frames: int, seed: in
     played.env.ale = recorder
     played.start()  # again, so that every emulator frame of the game goes through the recorder
     label = f"{loaded.variant}, step {loaded.global_step:,}"
-    rec = Recording(os.path.abspath(checkpoint), label, game, LAYOUTS[layout_name(game)].kinds)
+    rec = Recording(os.path.abspath(checkpoint), label, game, LAYOUTS[layout_name(game)].kinds, list(explanations))
+    rec.maps = {name: [] for name in map_names(rec.explanations)}
     for _ in range(frames):
         obs = played.obs  # (4, 84, 84) uint8
-        if recurrent:
-            trained_memory, random_memory = played.memories
-            agent_map = saliency(obs[None], trained_memory.state)[0]
-            random_map = random_saliency(obs[None], random_memory.state)[0]
-        else:
-            agent_map, random_map = saliency(obs[None])[0], random_saliency(obs[None])[0]
-        rec.maps["agent"].append(agent_map.float().cpu().numpy())
-        rec.maps["randomised"].append(random_map.float().cpu().numpy())
+        memories = dict(zip(networks, played.memories if recurrent else (None, None)))
+        # everything that reads a recurrent state reads it now, before the agent acts and its memory moves on
+        maps = {}
+        for suffix, net in networks.items():
+            memory = memories[suffix]
+            if "attention" in explanations:
+                maps["attention" + suffix] = own_maps[suffix](obs[None], memory.state if recurrent else None)[0]
+            if "perturbation" in explanations:
+                maps["perturbation" + suffix] = perturbation_saliency(
+                    policy_and_value(net.agent, memory), obs, stride, policy="probs"
+                )[0]
+        scores = {suffix: policy_and_value(net.agent, memories[suffix], grad=True) for suffix, net in networks.items()}
+        with torch.no_grad():
+            if recurrent:
+                action = memories[""].act(agent, obs[None])
+                memories["_randomised"].act(randomised.agent, obs[None])  # only its state advances
+            else:
+                action, _, _, _ = agent.get_action_and_value(obs[None])
+        if gradcam:  # of the action the agent took, for both networks
+            for suffix, net in networks.items():
+                for method, value in class_activation_maps(net, scores[suffix], obs[None], action).items():
+                    maps[method + suffix] = value[0]
+        for name, value in maps.items():
+            if name.removesuffix("_randomised") in explanations:
+                rec.maps[name].append(value.detach().float().cpu().numpy())
         for name, value in baseline_maps(obs).items():
             rec.maps[name].append(value)
         boxes = observation_boxes(game, list(recorder.rams))
@@ -227,31 +288,26 @@ def record(checkpoint: str, loaded, randomised, game: str, frames: int, seed: in
         rec.masks.append(grid_masks(boxes, rec.kinds))
         rec.obs.append(obs.numpy())
         rec.rgb.append(played.rgb())
-        if recurrent:
-            action = trained_memory.act(agent, obs[None])
-            random_memory.act(randomised.agent, obs[None])  # only its state advances; the game follows the agent
-        else:
-            action, _, _, _ = agent.get_action_and_value(obs[None])
         played.step(int(action))
     played.close()
     return rec
 
 
 def score(rec: Recording, negatives: int, seed: int) -> list[dict]:
-    """One row per frame, map and object class (`all` included): NSS, mass and area share, shuffled AUC; the
-    agent's rows also carry the rank correlation between its map and its randomised copy's. The shuffled AUC's
+    """One row per frame, map and object class (`all` included): NSS, mass and area share, shuffled AUC; the rows
+    of each trained map also carry the rank correlation between it and its randomised copy's. The shuffled AUC's
     negatives are the same `negatives` other frames for every map of a frame."""
     rng = np.random.default_rng(seed)
     frames = len(rec.masks)
     rows = []
     for t in range(frames):
         others = rng.choice(np.delete(np.arange(frames), t), size=min(negatives, frames - 1), replace=False)
-        correlation = rank_correlation(rec.maps["agent"][t], rec.maps["randomised"][t])
+        correlations = {e: rank_correlation(rec.maps[e][t], rec.maps[f"{e}_randomised"][t]) for e in rec.explanations}
         for kind in rec.kinds + ["all"]:
             mask = rec.masks[t][kind]
             other_pixels = np.sum([rec.masks[i][kind] for i in others], axis=0)  # (84, 84) counts
             area = float(mask.mean())
-            for name in MAPS:
+            for name in map_names(rec.explanations):
                 saliency = rec.maps[name][t]
                 rows.append(
                     {
@@ -265,7 +321,7 @@ def score(rec: Recording, negatives: int, seed: int) -> list[dict]:
                         "mass_share": mass_share(saliency, mask) if mask.any() else None,
                         "area_share": area if mask.any() else None,
                         "sauc": shuffled_auc(saliency, mask, other_pixels),
-                        "rank_corr_trained_randomised": correlation if name == "agent" else None,
+                        "rank_corr_trained_randomised": correlations.get(name),
                     }
                 )
     return rows
@@ -276,15 +332,19 @@ METRICS = (("nss", "NSS"), ("mass_share", "mass share"), ("sauc", "shuffled AUC"
 
 def summarise(rows: list[dict]) -> dict:
     """Means over frames (undefined values dropped): {(map, class, metric): mean}, the area share per class and
-    the mean rank correlation."""
+    {("rank_corr", map): the mean rank correlation} per trained map."""
     means, values = {}, {}
     for row in rows:
         for metric, _ in METRICS + (("area_share", ""),):
             values.setdefault((row["map"], row["object_class"], metric), []).append(row[metric])
     for key, column in values.items():
         means[key] = mean_defined(column)
-    per_frame = {row["frame"]: row["rank_corr_trained_randomised"] for row in rows if row["map"] == "agent"}
-    means["rank_corr"] = mean_defined(list(per_frame.values()))
+    per_frame = {}
+    for row in rows:
+        if row["map"] in EXPLANATIONS:
+            per_frame.setdefault(row["map"], {})[row["frame"]] = row["rank_corr_trained_randomised"]
+    for name, values in per_frame.items():
+        means["rank_corr", name] = mean_defined(list(values.values()))
     return means
 
 
@@ -294,52 +354,41 @@ def _cell(value: Optional[float], metric: str) -> str:
     return f"{100 * value:.2f}%" if metric == "mass_share" else f"{value:.3f}"
 
 
-def _above(agent: Optional[float], baseline: Optional[float], metric: str) -> str:
-    if agent is None or baseline is None:
-        return ""
-    difference = agent - baseline
-    return f" ({100 * difference:+.2f} pt)" if metric == "mass_share" else f" ({difference:+.3f})"
-
-
 def markdown(game: str, recordings: list[Recording], summaries: list[dict], frames: int, negatives: int) -> str:
-    """The game's table: per agent, a row per metric and object class; the agent's value, then each baseline's
-    with the agent's lead over it in brackets."""
+    """The game's tables: per agent and metric, a row per map (each explanation, then its randomised copy's, then
+    the baselines) and a column per object class; then the rank correlation of each trained map with its copy's."""
     kinds = recordings[0].kinds + ["all"]
-    header = "| agent | metric | agent's map | " + " | ".join(BASELINE_NAMES[name] for name in MAPS[1:]) + " |"
     lines = [
         f"## {game}",
         "",
-        f"{frames} frames per agent. Object classes: {', '.join(kinds[:-1])} (`all`: every object). In brackets: how far "
-        "the agent's map is above that baseline (agent minus baseline; positive = above).",
+        f"{frames} frames per agent. Object classes: {', '.join(kinds[:-1])} (`all`: every object). Rows: each of the "
+        "agent's maps, the same map of the same architecture with randomised weights below it, then the maps that "
+        "know nothing about the agent.",
         "",
-        header,
-        "|" + "---|" * (3 + len(MAPS) - 1),
     ]
     for rec, means in zip(recordings, summaries):
-        first = True
+        lines += [f"### {rec.agent}", ""]
         for metric, metric_name in METRICS:
-            for kind in kinds:
-                label = f"{metric_name}, {kind}"
-                if metric == "mass_share":
-                    area = means.get(("agent", kind, "area_share"))
-                    label += f" (boxes: {_cell(area, metric)} of the screen)"
-                agent_value = means.get(("agent", kind, metric))
-                cells = [_cell(agent_value, metric)]
-                for name in MAPS[1:]:
-                    value = means.get((name, kind, metric))
-                    cells.append(_cell(value, metric) + _above(agent_value, value, metric))
-                lines.append(f"| {rec.agent if first else ''} | {label} | " + " | ".join(cells) + " |")
-                first = False
-        correlation = means["rank_corr"]
-        lines.append(
-            f"| | rank correlation, trained vs randomised map (Spearman) | {_cell(correlation, 'rank')} |"
-            + " |" * (len(MAPS) - 1)
+            header = [
+                f"{kind} (boxes: {_cell(means.get(('intensity', kind, 'area_share')), metric)})"
+                if metric == "mass_share"
+                else kind
+                for kind in kinds
+            ]
+            lines += [f"| {metric_name} | " + " | ".join(header) + " |", "|---" * (1 + len(kinds)) + "|"]
+            for name in map_names(rec.explanations):
+                cells = [_cell(means.get((name, kind, metric)), metric) for kind in kinds]
+                lines.append(f"| {map_title(name)} | " + " | ".join(cells) + " |")
+            lines.append("")
+        correlations = ", ".join(
+            f"{MAP_NAMES[name]} {_cell(means.get(('rank_corr', name)), 'rank')}" for name in rec.explanations
         )
+        lines += [f"Rank correlation of each map with its randomised copy's (Spearman, mean over frames): {correlations}.", ""]
     lines += [
-        "",
         "Means over frames; a frame where a metric is undefined (no object of the class on screen, a constant map) "
-        f"is left out of that mean. Shuffled AUC: negatives are the object pixels of {negatives} other frames of "
-        "the same game, so a map that is the same on every frame (the centre prior) scores 0.5.",
+        f"is left out of that mean. Mass share: the share of the map inside the class's boxes; a uniform map gets "
+        f"the boxes' share of the screen (in the header). Shuffled AUC: negatives are the object pixels of {negatives} "
+        "other frames of the same game, so a map that is the same on every frame (the centre prior) scores 0.5.",
         "",
     ]
     return "\n".join(lines)
@@ -357,7 +406,12 @@ def figure(path: str, recordings: list[Recording], frames_per_agent: int) -> Non
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    columns = [("frame", None), ("agent's map", "agent"), ("randomised weights", "randomised"), ("frame difference", "motion")]
+    explanations = [e for e in EXPLANATIONS if any(e in rec.explanations for rec in recordings)]
+    columns = (
+        [("frame", None)]
+        + [(MAP_NAMES[e], e) for e in explanations]
+        + [("randomised weights", "randomised"), ("frame difference", "motion")]
+    )
     picks = []
     for rec in recordings:
         with_objects = [t for t, boxes in enumerate(rec.boxes) if boxes] or list(range(len(rec.boxes)))
@@ -368,6 +422,12 @@ def figure(path: str, recordings: list[Recording], frames_per_agent: int) -> Non
         colours = {kind: KIND_COLOURS[i % len(KIND_COLOURS)] for i, kind in enumerate(rec.kinds)}
         for col, (title, name) in enumerate(columns):
             ax = axes[row, col]
+            if name == "randomised":  # the copy of the agent's first map
+                name = f"{rec.explanations[0]}_randomised"
+                title = f"{MAP_NAMES[rec.explanations[0]]},\nrandomised weights"
+            if name is not None and name not in rec.maps:  # a map this agent does not have
+                ax.axis("off")
+                continue
             if name is None:  # the rendered frame, boxes in screen pixels
                 ax.imshow(rec.rgb[t])
                 scale = (1.0, 1.0)
@@ -398,19 +458,23 @@ def figure(path: str, recordings: list[Recording], frames_per_agent: int) -> Non
         for i, kind in enumerate(recordings[0].kinds)
     ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"attention and objects: {recordings[0].game}", fontsize=10)
+    fig.suptitle(f"maps and objects: {recordings[0].game}", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
 def check_inputs(args: Args) -> list[tuple[str, object, str]]:
-    """Everything that can be refused before any play, one line each: bad counts, a missing or unloadable
-    checkpoint, a game without a RAM layout, an agent without a spatial map, a `--game` with another number of
-    actions. Returns (checkpoint, loaded agent, game) per agent."""
-    from attention_utils.checkpoints import input_saliency, load_agent, num_actions_of, require_grey_frames
+    """Everything that can be refused before any play, one line each: bad counts, an unknown map, a missing or
+    unloadable checkpoint, a game without a RAM layout, an agent without a map asked for, a `--game` with another
+    number of actions. Returns (checkpoint, loaded agent, game, the maps to score) per agent."""
+    from attention_utils.checkpoints import load_agent, num_actions_of, require_grey_frames
 
+    unknown = [name for name in args.maps if name not in EXPLANATIONS]
+    if unknown:
+        sys.exit(f"error: --maps {' '.join(unknown)}: unknown; valid: {', '.join(EXPLANATIONS)}")
     check_at_least("--frames", args.frames, 2)  # the shuffled AUC needs other frames
+    check_at_least("--perturbation-stride", args.perturbation_stride)
     check_at_least("--negatives", args.negatives)
     check_at_least("--figure-frames", args.figure_frames)
     check_at_least("--threads", args.threads, 0)
@@ -427,15 +491,17 @@ def check_inputs(args: Args) -> list[tuple[str, object, str]]:
         game = loaded.script.parse_game(args.game) if args.game else loaded.game
         if layout_name(game) is None:
             sys.exit(f"error: no RAM layout for {game}; games with one: {', '.join(sorted(LAYOUTS))}")
-        if input_saliency(loaded) is None:
-            sys.exit(f"error: {checkpoint}: {loaded.variant} has no spatial attention map, so there is nothing to score")
+        has = available_maps(loaded)
+        missing = [name for name in args.maps if name not in has]
+        if missing:
+            sys.exit(f"error: {checkpoint}: {loaded.variant} has no {' or '.join(missing)} map; it has: {', '.join(has)}")
         actions = loaded.agent.actor.out_features
         if game != loaded.game and num_actions_of(game) != actions:
             sys.exit(
                 f"error: --game {game} has {num_actions_of(game)} actions, {checkpoint} ({loaded.game}) has {actions}; "
                 "give a game with the agent's number of actions"
             )
-        agents.append((checkpoint, loaded, game))
+        agents.append((checkpoint, loaded, game, [name for name in EXPLANATIONS if name in (args.maps or has)]))
     return agents
 
 
@@ -445,20 +511,20 @@ def main(args: Args) -> list[str]:
     agents = check_inputs(args)
     out = args.out or os.path.join(beside_checkpoint(args.checkpoint[0]), "objects")
     by_game: dict[str, list[tuple[Recording, list[dict], dict]]] = {}
-    for checkpoint, loaded, game in agents:
-        rec = record(checkpoint, loaded, randomised_copy(loaded), game, args.frames, args.seed)
+    for checkpoint, loaded, game, explanations in agents:
+        rec = record(
+            checkpoint, loaded, randomised_copy(loaded), game, args.frames, args.seed, explanations, args.perturbation_stride
+        )
         rows = score(rec, args.negatives, args.seed)
         means = summarise(rows)
         by_game.setdefault(game, []).append((rec, rows, means))
-        print(
-            f"{game} {rec.agent}: NSS on objects {_cell(means.get(('agent', 'all', 'nss')), 'nss')} "
-            f"(randomised {_cell(means.get(('randomised', 'all', 'nss')), 'nss')}, "
-            f"intensity {_cell(means.get(('intensity', 'all', 'nss')), 'nss')}, "
-            f"motion {_cell(means.get(('motion', 'all', 'nss')), 'nss')}, "
-            f"centre {_cell(means.get(('centre', 'all', 'nss')), 'nss')}); "
-            f"rank correlation with the randomised map {_cell(means['rank_corr'], 'rank')}",
-            flush=True,
+        scores = ", ".join(
+            f"{MAP_NAMES[name]} {_cell(means.get((name, 'all', 'nss')), 'nss')} "
+            f"(randomised {_cell(means.get((name + '_randomised', 'all', 'nss')), 'nss')})"
+            for name in explanations
         )
+        baselines = ", ".join(f"{name} {_cell(means.get((name, 'all', 'nss')), 'nss')}" for name in BASELINES)
+        print(f"{game} {rec.agent}: NSS on all objects: {scores}; baselines: {baselines}", flush=True)
     os.makedirs(out, exist_ok=True)
     written = []
     for game, results in by_game.items():

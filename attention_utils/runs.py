@@ -81,7 +81,8 @@ def write_text(path, text: str) -> None:
 
 
 def save_figure(fig, path, **savefig_kwargs) -> None:
-    """`fig.savefig(path)`, written atomically."""
+    """`fig.savefig(path)`, written atomically; a missing folder is made."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format=os.path.splitext(os.fspath(path))[1][1:], **savefig_kwargs)
 

@@ -19,7 +19,8 @@ from conftest import script_env
 
 from attention_utils.ale import RenderedAtari
 from attention_utils.objects import (
-    MAPS,
+    BASELINES,
+    EXPLANATIONS,
     RamRecorder,
     grid_masks,
     mass_share,
@@ -313,11 +314,16 @@ def score_in_process(**settings):
     return objects.main(objects.Args(threads=1, **settings))
 
 
+MAPS = [name for e in EXPLANATIONS for name in (e, f"{e}_randomised")] + list(BASELINES)  # every map of an FLS agent
+
+
 def test_cli_scores_an_agent_against_the_baselines(fls_checkpoint, tmp_path):
     frames = 12
     out = tmp_path / "out"
     proc = run(
-        ["--checkpoint", fls_checkpoint, "--frames", frames, "--negatives", 4, "--figure-frames", 1, "--out", out], tmp_path
+        ["--checkpoint", fls_checkpoint, "--frames", frames, "--negatives", 4, "--figure-frames", 1, "--out", out]
+        + ["--perturbation-stride", 12],
+        tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = read_rows(out / "Breakout_objects.csv")
@@ -326,17 +332,24 @@ def test_cli_scores_an_agent_against_the_baselines(fls_checkpoint, tmp_path):
     assert {(r["map"], r["object_class"]) for r in rows} == {(m, c) for m in MAPS for c in classes}
     by = {(int(r["frame"]), r["map"], r["object_class"]): r for r in rows}
     for t in range(frames):
-        assert by[t, "agent", "all"]["rank_corr_trained_randomised"] != ""  # the agent's rows carry it
+        for name in EXPLANATIONS:  # each trained map's rows carry its correlation with its randomised copy's
+            assert by[t, name, "all"]["rank_corr_trained_randomised"] != "", name
+            assert by[t, f"{name}_randomised", "all"]["rank_corr_trained_randomised"] == ""
         assert by[t, "intensity", "all"]["rank_corr_trained_randomised"] == ""
         # the paddle is on screen in every frame: its area share is that of its cells on the 84x84 grid
-        assert 0 < float(by[t, "agent", "player"]["area_share"]) < 0.01
+        assert 0 < float(by[t, "attention", "player"]["area_share"]) < 0.01
         assert by[t, "centre", "player"]["nss"] != ""
     # the randomised copy is another network: its maps differ from the agent's
-    assert any(by[t, "agent", "all"]["nss"] != by[t, "randomised", "all"]["nss"] for t in range(frames))
+    for name in EXPLANATIONS:
+        assert any(by[t, name, "all"]["nss"] != by[t, f"{name}_randomised", "all"]["nss"] for t in range(frames)), name
+    # the explanations are not one map under four names
+    assert len({tuple(by[t, name, "all"]["nss"] for t in range(frames)) for name in EXPLANATIONS}) == len(EXPLANATIONS)
     table = (out / "Breakout_objects.md").read_text()
-    for name in ("randomised weights", "last-frame intensity", "frame difference", "centre prior", "rank correlation"):
+    for name in ("randomised weights", "last-frame intensity", "frame difference", "centre prior", "Rank correlation"):
         assert name in table
-    assert "| sparse_fls, step 0 | NSS, ball |" in table
+    assert "### sparse_fls, step 0" in table and "| NSS | ball | player | all |" in table
+    for title in ("the agent's attention", "perturbation saliency", "Grad-CAM", "Grad-CAM++"):
+        assert f"| {title} | " in table and f"| {title}, randomised weights | " in table
     picture = matplotlib.image.imread(out / "Breakout_objects.png")
     assert picture.shape[0] > 100 and picture.shape[1] > 300
     # a second run keeps the first one's files
@@ -358,9 +371,20 @@ def test_a_recurrent_agent_is_scored_at_its_own_state(tmp_path):
         mlp_hidden=32,
         query_hidden=16,
     )
-    score_in_process(checkpoint=(str(checkpoint),), frames=4, negatives=2, figure_frames=1)
+    score_in_process(checkpoint=(str(checkpoint),), frames=4, negatives=2, figure_frames=1, perturbation_stride=12)
     rows = read_rows(tmp_path / "objects" / "Breakout_objects.csv")  # default: objects/ beside the checkpoint
     assert len(rows) == 4 * len(MAPS) * 3 and {r["agent"] for r in rows} == {"topdown, step 0"}
+
+
+def test_maps_asked_for_are_the_maps_scored(fls_checkpoint, tmp_path):
+    """`--maps` picks the explanations; an agent without attention (NA) is scored on the ones it has."""
+    na = hand_built_checkpoint(tmp_path / "na.cleanrl_model", "ppo_atari_selfattn.py", self_attn="NA")
+    score_in_process(checkpoint=(str(na),), frames=3, negatives=1, figure_frames=1, perturbation_stride=12)
+    rows = read_rows(tmp_path / "objects" / "Breakout_objects.csv")
+    expected = ["perturbation", "perturbation_randomised", "gradcam", "gradcam_randomised", "gradcam++"]
+    assert {r["map"] for r in rows} == set(expected + ["gradcam++_randomised"] + list(BASELINES))
+    (stem,) = score_in_process(checkpoint=(str(fls_checkpoint),), frames=3, negatives=1, maps=("gradcam",), out=str(tmp_path))
+    assert {r["map"] for r in read_rows(f"{stem}.csv")} == {"gradcam", "gradcam_randomised", *BASELINES}
 
 
 def test_cli_refuses_a_game_without_layout_in_one_line(fls_checkpoint, tmp_path):
@@ -388,8 +412,12 @@ def test_refusals_come_before_any_play(fls_checkpoint, tmp_path, monkeypatch):
 
     monkeypatch.setattr(objects, "record", no_play)
     adaptive = hand_built_checkpoint(tmp_path / "adaptive.cleanrl_model", "ppo_atari_temporal.py", arch="adaptive")
-    line = refusal(tmp_path, checkpoint=(str(adaptive),))
-    assert line == f"error: {adaptive}: adaptive has no spatial attention map, so there is nothing to score"
+    line = refusal(tmp_path, checkpoint=(str(adaptive),), maps=("attention", "gradcam"))
+    assert line == f"error: {adaptive}: adaptive has no attention map; it has: perturbation, gradcam, gradcam++"
+    line = refusal(tmp_path, checkpoint=(str(adaptive),), maps=("saliency",))
+    assert line == "error: --maps saliency: unknown; valid: attention, perturbation, gradcam, gradcam++"
+    line = refusal(tmp_path, checkpoint=(str(adaptive),), perturbation_stride=0)
+    assert line == "error: --perturbation-stride 0: must be at least 1"
     damaged = tmp_path / "notes.cleanrl_model"
     damaged.write_text("not a checkpoint")
     line = refusal(tmp_path, checkpoint=(str(damaged),))
@@ -398,5 +426,5 @@ def test_refusals_come_before_any_play(fls_checkpoint, tmp_path, monkeypatch):
     assert refusal(tmp_path, checkpoint=(str(missing),)).startswith(f"error: --checkpoint {missing}: no such file")
     assert refusal(tmp_path, checkpoint=(str(damaged),), frames=1) == "error: --frames 1: must be at least 2"
     # a second checkpoint that cannot be scored stops the command before the first one plays
-    line = refusal(tmp_path, checkpoint=(str(fls_checkpoint), str(adaptive)))
-    assert line == f"error: {adaptive}: adaptive has no spatial attention map, so there is nothing to score"
+    line = refusal(tmp_path, checkpoint=(str(fls_checkpoint), str(adaptive)), maps=("attention",))
+    assert line == f"error: {adaptive}: adaptive has no attention map; it has: perturbation, gradcam, gradcam++"

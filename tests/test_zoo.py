@@ -142,7 +142,9 @@ def test_every_tool_takes_an_exported_agent(exported, tmp_path):
     tools = [
         ["attention_utils.enjoy", "--episodes", 1, "--out", tmp_path / "enjoy"],
         ["attention_utils.perturbation", "--frames", 1, "--warmup", 3, "--stride", 12, "--out", tmp_path / "p.png"],
-        ["attention_utils.objects", "--frames", 4, "--negatives", 2, "--figure-frames", 1, "--out", tmp_path / "objects"],
+        ["attention_utils.objects", "--frames", 4, "--negatives", 2, "--figure-frames", 1, "--out", tmp_path / "objects"]
+        + ["--perturbation-stride", 12],
+        ["attention_utils.gradcam", "--frames", 1, "--warmup", 3, "--out", tmp_path / "gradcam.png"],
         ["attention_utils.novel_object", "--inject-step", 2, "--steps", 6, "--out", tmp_path / "novel"],
         ["attention_utils.pictures", "--out", tmp_path / "attention.png"],
     ]
@@ -151,6 +153,7 @@ def test_every_tool_takes_an_exported_agent(exported, tmp_path):
         assert proc.returncode == 0, describe(proc)
     assert list((tmp_path / "enjoy").glob("*.mp4")) and (tmp_path / "p.png").is_file()
     assert list((tmp_path / "objects").glob("*.csv")) and (tmp_path / "novel.csv").is_file()
+    assert (tmp_path / "gradcam.png").is_file()
     assert matplotlib.image.imread(tmp_path / "attention.png").shape[0] > 400  # frame | attention | c1 features, 4 rows
 
 
