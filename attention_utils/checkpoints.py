@@ -135,7 +135,7 @@ def policy_and_value(
     return recurrent
 
 
-def _attention_on_input(script: ModuleType, attention: torch.Tensor) -> torch.Tensor:
+def attention_on_input(script: ModuleType, attention: torch.Tensor) -> torch.Tensor:
     """(N, h, w) or (N, heads, h, w) attention -> (N, 84, 84): heads summed, the script's `upsample_to_input`,
     min-max scaled per frame (signed maps such as the self-attention term become non-negative)."""
     attention = attention.float()
@@ -184,7 +184,7 @@ def input_saliency(loaded: LoadedAgent) -> Optional[Saliency]:
         if own_saliency:
             return agent.saliency(observations)
         attention = agent.attention_maps(observations, state) if recurrent else agent.attention_maps(observations)
-        return _attention_on_input(script, attention["attention"])
+        return attention_on_input(script, attention["attention"])
 
     return saliency
 
