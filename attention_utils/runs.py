@@ -37,10 +37,11 @@ UNFINISHED_WRITE = re.compile(r"\..+\.\d+\.tmp")  # what `write_atomically` leav
 def atomic_open(path, mode: str = "w", **open_kwargs):
     """`open(path, mode)` for writing, through a hidden temporary file beside `path` that is flushed to disk and renamed
     over `path` when the block ends: a kill or a full disk mid-write leaves the previous file (or none) under the
-    name, never a truncated one. A write that fails exits with one line."""
+    name, never a truncated one. A missing folder is made; a write that fails exits with one line."""
     path = os.fspath(path)
     temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(temporary, mode, **open_kwargs) as f:
             yield f
             f.flush()
@@ -81,8 +82,7 @@ def write_text(path, text: str) -> None:
 
 
 def save_figure(fig, path, **savefig_kwargs) -> None:
-    """`fig.savefig(path)`, written atomically; a missing folder is made."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """`fig.savefig(path)`, written atomically."""
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format=os.path.splitext(os.fspath(path))[1][1:], **savefig_kwargs)
 
