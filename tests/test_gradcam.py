@@ -56,6 +56,7 @@ def by_hand(loaded, scores, obs, actions):
         ("ppo_atari_selfattn.py", dict(self_attn="NA"), "c2"),
         ("ppo_atari_fls.py", dict(arch="sparse_fls"), "convs.2"),
         ("ppo_atari_topdown.py", SMALL_TOPDOWN, "conv3"),
+        ("ppo_atari_temporal.py", dict(arch="spatiotemporal", conv_channels=16, value_channels=24, mlp_hidden=32), "conv3"),
         ("ppo_atari_temporal.py", dict(arch="adaptive"), "stages.2"),
     ],
 )
