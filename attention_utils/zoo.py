@@ -31,14 +31,14 @@ import torch
 import tyro
 
 from attention_utils.cli_checks import check_at_least, check_output_folder
-from attention_utils.runs import EVALS_HEADER, read_checkpoint, save_figure, write_atomically, write_text
+from attention_utils.curves import plot_curves, read_anchors, read_evals
+from attention_utils.runs import read_checkpoint, write_atomically, write_text
 
 MIN_CARD_EPISODES = 30
 # settings the card's command leaves out: computed at run time, or how the run was shown and resumed
 NOT_IN_COMMAND = {"exp_name", "batch_size", "minibatch_size", "num_iterations", "resume", "eval_only", "eval_env_id"}
 NOT_IN_COMMAND |= {"eval_dir", "precision", "track", "wandb_project_name", "wandb_entity", "cuda", "compile"}
 PERF_TAGS = ("perf/env_s", "perf/policy_s", "perf/update_s", "perf/eval_s", "perf/other_s")
-ANCHORS_HEADER = ["game", "source", "global_step", "mean_return"]
 
 
 @dataclass
@@ -116,61 +116,10 @@ def training_seconds(run_dir: Path, step: int) -> Optional[float]:
     return float(sum(sum(values.values()) for s, values in per_step.items() if s <= step))
 
 
-def read_evals(path: Path, step: int) -> list[list[str]]:
-    """The rows of a run's evals.csv up to `step`, header first."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or rows[0] != EVALS_HEADER:
-        sys.exit(f"error: {path}: not an evals.csv ({','.join(EVALS_HEADER)})")
-    return [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
-
-
 def read_returns(path: str) -> np.ndarray:
     """The `return` column of an `--eval-only` CSV."""
     with open(path, newline="") as f:
         return np.array([float(row["return"]) for row in csv.DictReader(f)])
-
-
-def read_anchors(path: str, game: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{source: (steps, mean returns)} of `game` in an anchors CSV."""
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != ANCHORS_HEADER:
-            sys.exit(f"error: --anchors {path}: its header must be {','.join(ANCHORS_HEADER)}")
-        curves = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                row_game, source, step, value = row[0], row[1], int(row[2]), float(row[3])
-            except (IndexError, ValueError):
-                sys.exit(f"error: --anchors {path}, line {line}: expected game,source,global_step,mean_return")
-            if row_game == game:
-                curves.setdefault(source, []).append((step, value))
-    return {source: tuple(np.array(v) for v in zip(*sorted(points))) for source, points in curves.items()}
-
-
-def plot_learning(evals: list[list[str]], anchors: dict, title: str, path: Path) -> None:
-    """Evaluation mean ± std against steps (millions), the anchors as dashed lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([int(r[0]) for r in evals[1:]]) / 1e6
-    means, stds = np.array([float(r[1]) for r in evals[1:]]), np.array([float(r[2]) for r in evals[1:]])
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    ax.plot(steps, means, color="C0", label="this agent (evaluation mean)")
-    ax.fill_between(steps, means - stds, means + stds, color="C0", alpha=0.2, linewidth=0)
-    for i, (source, (anchor_steps, anchor_means)) in enumerate(sorted(anchors.items())):
-        ax.plot(anchor_steps / 1e6, anchor_means, "--", color=f"C{i + 1}", label=source)
-    ax.set_xlabel("agent steps (millions)")
-    ax.set_ylabel("return (full game)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def format_duration(seconds: Optional[float]) -> str:
@@ -298,7 +247,8 @@ def export(args: Args) -> Path:
     write_text(folder / "evals.csv", "".join(",".join(r) + "\n" for r in evals))
     write_text(folder / "args.json", json.dumps(saved, indent=2))
     shutil.copyfile(args.evaluation, folder / os.path.basename(args.evaluation))
-    plot_learning(evals, anchors, f"{game}, {checkpoint['script']} {variant}", folder / "learning.png")
+    title = f"{game}, {checkpoint['script']} {variant}"
+    plot_curves({"this agent (evaluation mean)": evals}, anchors, title, folder / "learning.png")
     mean, std = float(returns.mean()), float(returns.std())
     card = {
         "folder": folder_name,
