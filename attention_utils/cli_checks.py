@@ -48,3 +48,24 @@ def free_path(path: str, extensions: tuple[str, ...] = ("",)) -> str:
 def beside_checkpoint(checkpoint: str) -> str:
     """The folder a tool writes into by default: the checkpoint's own, or the run folder given instead of one."""
     return checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.abspath(checkpoint))
+
+
+def check_checkpoints(checkpoints, out, missing: str = "give at least one .cleanrl_model checkpoint or run folder") -> None:
+    """The checkpoints of a tool that takes several: at least one, each existing; `--out` a folder if given."""
+    if not checkpoints:
+        sys.exit(f"error: --checkpoint: {missing}")
+    for checkpoint in checkpoints:
+        check_checkpoint_exists(checkpoint)
+    if out is not None:
+        check_output_folder(out)
+
+
+def check_played_states(frames: int, spacing: int, warmup: int, checkpoint: str, out) -> None:
+    """The states of one played episode a tool explains (`perturbation`, `gradcam`): counts, the checkpoint, `--out`
+    a file if given."""
+    check_at_least("--frames", frames)
+    check_at_least("--spacing", spacing)
+    check_at_least("--warmup", warmup, 0)
+    check_checkpoint_exists(checkpoint)
+    if out is not None:
+        check_output_file(out)

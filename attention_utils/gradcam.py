@@ -34,7 +34,7 @@ from typing import Callable, Literal, Optional
 import torch
 import tyro
 
-from attention_utils.cli_checks import beside_checkpoint, check_at_least, check_checkpoint_exists, check_output_file, free_path
+from attention_utils.cli_checks import beside_checkpoint, check_played_states, free_path
 from attention_utils.runs import save_figure
 
 Method = Literal["gradcam", "gradcam++"]
@@ -111,17 +111,8 @@ class Args:
     """output PNG (default: `gradcam_step_*.png` beside the checkpoint); an existing file is kept (`-2`, ...)"""
 
 
-def check_args(args: Args) -> None:
-    check_at_least("--frames", args.frames)
-    check_at_least("--spacing", args.spacing)
-    check_at_least("--warmup", args.warmup, 0)
-    check_checkpoint_exists(args.checkpoint)
-    if args.out is not None:
-        check_output_file(args.out)
-
-
 def main(args: Args) -> str:
-    check_args(args)  # before the slow imports
+    check_played_states(args.frames, args.spacing, args.warmup, args.checkpoint, args.out)  # before the slow imports
     import matplotlib
 
     matplotlib.use("Agg")

@@ -52,13 +52,7 @@ import torch
 import tyro
 from scipy.stats import spearmanr
 
-from attention_utils.cli_checks import (
-    beside_checkpoint,
-    check_at_least,
-    check_checkpoint_exists,
-    check_output_folder,
-    free_path,
-)
+from attention_utils.cli_checks import beside_checkpoint, check_at_least, check_checkpoints, free_path
 from attention_utils.metrics import mean_defined, nss, shuffled_auc
 from attention_utils.ram_layouts import LAYOUTS, SCREEN, Box, layout_name, object_boxes
 from attention_utils.runs import atomic_open, save_figure, write_text
@@ -478,12 +472,7 @@ def check_inputs(args: Args) -> list[tuple[str, object, str]]:
     check_at_least("--negatives", args.negatives)
     check_at_least("--figure-frames", args.figure_frames)
     check_at_least("--threads", args.threads, 0)
-    if not args.checkpoint:
-        sys.exit("error: --checkpoint: give at least one .cleanrl_model checkpoint or run folder")
-    for checkpoint in args.checkpoint:
-        check_checkpoint_exists(checkpoint)
-    if args.out is not None:
-        check_output_folder(args.out)
+    check_checkpoints(args.checkpoint, args.out)
     agents = []
     for checkpoint in args.checkpoint:
         loaded = load_agent(checkpoint)  # one line and exit for a file that does not load

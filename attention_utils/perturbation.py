@@ -30,13 +30,7 @@ import torch
 import torch.nn.functional as F
 import tyro
 
-from attention_utils.cli_checks import (
-    beside_checkpoint,
-    check_at_least,
-    check_checkpoint_exists,
-    check_output_file,
-    free_path,
-)
+from attention_utils.cli_checks import beside_checkpoint, check_at_least, check_played_states, free_path
 from attention_utils.runs import save_figure
 
 PolicyAndValue = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -136,15 +130,10 @@ class Args:
 
 
 def check_args(args: Args) -> None:
-    check_at_least("--frames", args.frames)
-    check_at_least("--spacing", args.spacing)
     check_at_least("--stride", args.stride)
-    check_at_least("--warmup", args.warmup, 0)
     if not args.sigma > 0:
         sys.exit(f"error: --sigma {args.sigma}: must be positive")
-    check_checkpoint_exists(args.checkpoint)
-    if args.out is not None:
-        check_output_file(args.out)
+    check_played_states(args.frames, args.spacing, args.warmup, args.checkpoint, args.out)
 
 
 def main(args: Args) -> str:

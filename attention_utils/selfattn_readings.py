@@ -41,13 +41,7 @@ import numpy as np
 import torch
 import tyro
 
-from attention_utils.cli_checks import (
-    beside_checkpoint,
-    check_at_least,
-    check_checkpoint_exists,
-    check_output_folder,
-    free_path,
-)
+from attention_utils.cli_checks import beside_checkpoint, check_at_least, check_checkpoints, free_path
 from attention_utils.metrics import mean_defined
 from attention_utils.objects import BASELINES, METRICS, _cell, rank_correlation
 from attention_utils.runs import atomic_open, write_text
@@ -139,12 +133,9 @@ def check_inputs(args: Args) -> list:
     check_at_least("--frames", args.frames, 4)  # even and odd frames, each with others for the shuffled AUC
     check_at_least("--negatives", args.negatives)
     check_at_least("--threads", args.threads, 0)
-    if not args.checkpoint:
-        sys.exit("error: --checkpoint: give at least one .cleanrl_model checkpoint written by ppo_atari_selfattn.py")
-    for checkpoint in args.checkpoint:
-        check_checkpoint_exists(checkpoint)
-    if args.out is not None:
-        check_output_folder(args.out)
+    check_checkpoints(
+        args.checkpoint, args.out, "give at least one .cleanrl_model checkpoint written by ppo_atari_selfattn.py"
+    )
     agents = []
     for checkpoint in args.checkpoint:
         loaded = load_agent(checkpoint)

@@ -219,3 +219,21 @@ def trained_checkpoints(tmp_path_factory):
         assert_ok(proc)
         (paths[script],) = list(cwd.glob(f"runs/*__{script[:-3]}__*/step_000000256.cleanrl_model"))
     return paths
+
+
+def hand_built_checkpoint(path, script_name, game="Breakout", num_actions=4, **settings):
+    """A checkpoint as the scripts write it (model, args, script, global_step) of an untrained agent built by the
+    script's own `make_agent` for `game` (`num_actions`: its minimal action set; Breakout 4, Pong 6): `load_agent`
+    rebuilds it like any other."""
+    import dataclasses
+
+    import torch
+
+    from attention_utils.checkpoints import import_script
+
+    script = import_script(script_name)
+    args = script.Args(env_id=game, **settings)
+    torch.manual_seed(0)
+    agent = script.make_agent(args, num_actions)
+    torch.save({"model": agent.state_dict(), "args": dataclasses.asdict(args), "script": script_name, "global_step": 0}, path)
+    return path

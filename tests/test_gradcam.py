@@ -1,7 +1,6 @@
 """attention_utils.gradcam: the maps against Grad-CAM and Grad-CAM++ computed here by hand with autograd, and the
 command on hand-built checkpoints."""
 
-import dataclasses
 import subprocess
 import sys
 
@@ -9,22 +8,12 @@ import matplotlib.image
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, describe, script_env
+from conftest import REPO, describe, hand_built_checkpoint, script_env
 
-from attention_utils.checkpoints import import_script, is_recurrent, load_agent, policy_and_value
+from attention_utils.checkpoints import is_recurrent, load_agent, policy_and_value
 from attention_utils.gradcam import class_activation_maps, gradcam_layer
 
 SMALL_TOPDOWN = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32, query_hidden=16)
-
-
-def hand_built_checkpoint(path, script_name, **settings):
-    """An untrained agent of the script's own `make_agent`, saved as the scripts save checkpoints."""
-    script = import_script(script_name)
-    args = script.Args(env_id="Breakout", **settings)
-    torch.manual_seed(0)
-    agent = script.make_agent(args, 4)  # Breakout's minimal action set
-    torch.save({"model": agent.state_dict(), "args": dataclasses.asdict(args), "script": script_name, "global_step": 0}, path)
-    return path
 
 
 def by_hand(loaded, scores, obs, actions):

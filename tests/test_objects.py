@@ -5,7 +5,6 @@ every step each object class's boxes (read from the RAM) are compared with the p
 screen. The CLI runs through its entry point on a checkpoint trained for 32 steps here and on hand-built ones."""
 
 import csv
-import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import script_env
+from conftest import hand_built_checkpoint, script_env
 
 from attention_utils.ale import RenderedAtari
 from attention_utils.objects import (
@@ -283,19 +282,6 @@ def run(args, cwd):
         text=True,
         timeout=600,
     )
-
-
-def hand_built_checkpoint(path, script_name, **settings):
-    """A checkpoint as the scripts write it (model, args, script, global_step) of an untrained agent built by the
-    script's own `make_agent`: `load_agent` rebuilds it like any other."""
-    from attention_utils.checkpoints import import_script
-
-    script = import_script(script_name)
-    args = script.Args(env_id="Breakout", **settings)
-    torch.manual_seed(0)
-    agent = script.make_agent(args, 4)  # Breakout's minimal action set
-    torch.save({"model": agent.state_dict(), "args": dataclasses.asdict(args), "script": script_name, "global_step": 0}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

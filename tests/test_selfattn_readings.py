@@ -2,28 +2,18 @@
 the command on hand-built checkpoints."""
 
 import csv
-import dataclasses
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, describe, script_env
+from conftest import REPO, describe, hand_built_checkpoint, script_env
 
 from attention_utils.checkpoints import import_script
 from attention_utils.selfattn_readings import axis_shares, received_weights
 
 SELFATTN = import_script("ppo_atari_selfattn.py")
-
-
-def hand_built_checkpoint(path, script_name, **settings):
-    script = import_script(script_name)
-    args = script.Args(env_id="Pong", **settings)
-    torch.manual_seed(0)
-    agent = script.make_agent(args, 6)  # Pong's minimal action set
-    torch.save({"model": agent.state_dict(), "args": dataclasses.asdict(args), "script": script_name, "global_step": 0}, path)
-    return path
 
 
 def one_loud_key(kind):
@@ -75,7 +65,7 @@ def run(args, timeout=600):
 
 
 def test_cli_scores_every_reading_and_the_claims(tmp_path):
-    checkpoint = hand_built_checkpoint(tmp_path / "cwca.cleanrl_model", "ppo_atari_selfattn.py", self_attn="CWCA")
+    checkpoint = hand_built_checkpoint(tmp_path / "cwca.cleanrl_model", "ppo_atari_selfattn.py", "Pong", 6, self_attn="CWCA")
     proc = run(["--checkpoint", checkpoint, "--frames", 6, "--negatives", 2, "--out", tmp_path / "out"])
     assert proc.returncode == 0, describe(proc)
     table = (tmp_path / "out" / "Pong_readings.md").read_text()
@@ -98,7 +88,7 @@ def test_cli_scores_every_reading_and_the_claims(tmp_path):
 
 
 def test_agents_without_a_block_are_refused(tmp_path):
-    na = hand_built_checkpoint(tmp_path / "na.cleanrl_model", "ppo_atari_selfattn.py", self_attn="NA")
+    na = hand_built_checkpoint(tmp_path / "na.cleanrl_model", "ppo_atari_selfattn.py", "Pong", 6, self_attn="NA")
     proc = run(["--checkpoint", na, "--out", tmp_path / "out"])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, describe(proc)
     assert proc.stderr.strip().splitlines()[-1] == (
