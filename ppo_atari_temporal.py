@@ -245,16 +245,35 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
     )
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16
-    or AMX (read from /proc/cpuinfo; elsewhere the CPU is assumed not to)."""
-    if device.type == "cuda":  # Ampere (compute capability 8.0) and newer, or ROCm; older cards only emulate bf16
-        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
-    if device.type == "cpu" and os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
+def auto_precision(device: torch.device, stepwise_update: bool) -> tuple[str, str]:
+    """`--precision auto`: (precision, reason). bf16 where the device computes it natively and it pays: a CUDA GPU of
+    compute capability >= 8.0 or ROCm; a CPU with AMX; a CPU with AVX512-BF16 but no AMX only for agents whose update
+    is batched. There, the step-by-step replay of the recurrent agents (`stepwise_update`: 128 small per-step
+    convolutions and matmuls) runs about 4x slower in bf16 than in fp32 (docs/throughput.md). Emulated bf16 (older
+    GPUs, AVX2-only CPUs, MPS) is several times slower than fp32 everywhere."""
+    if device.type == "cuda":
+        if torch.version.hip:
+            return "bf16", "ROCm GPU"
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return "bf16", f"GPU of compute capability {major}.{minor}"
+        return "fp32", f"GPU of compute capability {major}.{minor}, which only emulates bf16"
+    flags = cpu_flags() if device.type == "cpu" else set()
+    if "amx_bf16" in flags:
+        return "bf16", "CPU with AMX"
+    if "avx512_bf16" in flags:
+        if stepwise_update:
+            return "fp32", "CPU with AVX512-BF16 but no AMX, where bf16 slows the step-by-step recurrent update"
+        return "bf16", "CPU with AVX512-BF16"
+    return "fp32", f"no native bf16 on this {device.type}"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags, read from /proc/cpuinfo (Linux); empty elsewhere."""
+    if not os.path.exists("/proc/cpuinfo"):
+        return set()
+    with open("/proc/cpuinfo") as f:
+        return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def configure_determinism(deterministic: bool, precision: str, device: torch.device) -> None:
@@ -1177,8 +1196,9 @@ if __name__ == "__main__":
     torch.set_num_threads(args.torch_threads or num_cores)
     cuda, mps = args.cuda and torch.cuda.is_available(), args.cuda and torch.backends.mps.is_available()
     device = torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if args.precision == "auto":  # emulated bf16 (e.g. AVX2-only CPUs) is several times slower than fp32
-        args.precision = "bf16" if native_bf16(device) else "fp32"
+    precision_reason = "--precision"
+    if args.precision == "auto":
+        args.precision, precision_reason = auto_precision(device, stepwise_update=True)
     configure_determinism(args.torch_deterministic, args.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
 
@@ -1278,7 +1298,7 @@ if __name__ == "__main__":
     )
     print(
         f"{run_name}: {variant_name(args)} on {game}, {args.num_iterations * args.batch_size:,} steps, device {device}, "
-        f"precision {args.precision}, outputs in {run_dir}"
+        f"precision {args.precision} ({precision_reason}), outputs in {run_dir}"
     )
     start_time, start_step = time.time(), global_step
     for iteration in range(start_iteration, args.num_iterations + 1):
