@@ -70,6 +70,7 @@ def stack_max(obs, rewards=None, episode_ends=None):
     return obs.float().amax(1)
 
 
+@pytest.mark.quick
 def test_reader_and_alignment(tmp_path):
     archive = write_trial(tmp_path / "breakout")
     assert list_trials(tmp_path) == [archive]
@@ -89,6 +90,7 @@ def test_reader_and_alignment(tmp_path):
     assert fixations[65, 105] == 2 and fixations[66, 106] == 2  # the same two positions in frames 26 and 27
 
 
+@pytest.mark.quick
 def test_planted_fixation_on_planted_object_scores_high(tmp_path):
     trial = read_trial(write_trial(tmp_path / "breakout"))
 
@@ -106,6 +108,7 @@ def test_planted_fixation_on_planted_object_scores_high(tmp_path):
     assert trial_metrics(stack_max, trial)["kl"] is None
 
 
+@pytest.mark.quick
 def test_rewards_and_episode_ends_between_observations(tmp_path):
     """Rewards in frames 21 (pooled image 5) and 33, 34 (image 8); episode 1 starts at frame 24 (image 6). The
     step from observation m to m + 1 adds image m + 4, so observation 1 is followed by the first reward,
@@ -126,6 +129,7 @@ def test_rewards_and_episode_ends_between_observations(tmp_path):
     assert seen == {"count": 7, "rewards": [0, 4, 0, 0, 3, 0, 0], "episode_ends": [False, False, True] + [False] * 4}
 
 
+@pytest.mark.quick
 def test_labels_with_missing_fields(tmp_path):
     path = tmp_path / "trial.txt"
     path.write_text(
@@ -205,6 +209,7 @@ def one_observation_trial():
     return Trial("hand", np.zeros((16, 210, 160, 3), dtype=np.uint8), gazes)
 
 
+@pytest.mark.quick
 def test_shuffled_auc_negatives_are_the_datasets_other_fixations():
     """The positive (saliency 1) against the other frames' fixations, each counted: 0 twice and 1 once ->
     (2 x 1 + 1 x 1/2) / 3 = 5/6. Three more fixations elsewhere in the dataset on the left (1): (2 + 4/2) / 6.
@@ -220,6 +225,7 @@ def test_shuffled_auc_negatives_are_the_datasets_other_fixations():
     assert scores["sauc"] == [None]
 
 
+@pytest.mark.quick
 def test_kl_normalisation_reaches_the_metric():
     """The left-half map is 0 within the blur of no fixation of the observation (x = 10 is 20+ pixels from the
     right half): defined either way, but the min-max reading of section 4.3 gives another number."""
@@ -229,12 +235,14 @@ def test_kl_normalisation_reaches_the_metric():
     assert distribution is not None and literal is not None and distribution != pytest.approx(literal)
 
 
+@pytest.mark.quick
 def test_dataset_fixations_sum_all_label_files(tmp_path):
     first, second = write_trial(tmp_path), write_trial(tmp_path, name="101_RZ_1234568_Jan-01-00-10-00")
     total = dataset_fixations([read_labels(p.with_suffix("").with_suffix(".txt")) for p in (first, second)])
     assert total.sum() == 2 * 17 and total[65, 105] == 2 * 2  # 13 on the square + 4 on the object per trial
 
 
+@pytest.mark.quick
 def test_summarise_spread_over_seeds_or_trials():
     """Two seeds of model a: seed 1 scores NSS 1, undefined, 3 on trial 1 and 2 on trial 2 (frame mean 2),
     seed 2 scores 4 and undefined, 6 (frame mean 5): a = 3.5 +- sqrt((1.5^2 + 1.5^2) / 1). Per trial, seed 1's
@@ -256,6 +264,7 @@ def test_summarise_spread_over_seeds_or_trials():
     assert per_trial[1]["nss"] == pytest.approx(5.0) and per_trial[1]["nss_std"] == pytest.approx(1.0)
 
 
+@pytest.mark.quick
 def test_fixations_drawn_in_red_on_the_saliency(tmp_path):
     frame = np.zeros((210, 160, 3), dtype=np.uint8)
     saliency = np.zeros((210, 160))
@@ -272,6 +281,7 @@ def test_fixations_drawn_in_red_on_the_saliency(tmp_path):
     assert ((without[..., 1] > 0.8) & (without[..., 0] < 0.2)).sum() > 2 * 12 * 12  # the saliency, green on black
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "line, problem",
     [
@@ -291,6 +301,7 @@ def test_malformed_labels_name_the_file_and_line(tmp_path, line, problem):
     assert str(error.value) == f"error: {path}, line 3: {problem}; expected {LABELS_FORMAT}"
 
 
+@pytest.mark.quick
 def test_bad_arguments_are_refused_before_any_work(tmp_path):
     """Each one line naming the problem, before a frame is decoded or a model loaded (the checkpoint is a
     dummy file that would fail to load)."""
@@ -323,6 +334,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.quick
 def test_malformed_labels_file_stops_the_command_in_one_line(tmp_path):
     """Through the real entry point: exit status 1, the file and line named, no traceback, no output written."""
     dataset = tmp_path / "breakout"

@@ -58,6 +58,7 @@ def test_enjoy_plays_and_records(checkpoints, tmp_path, script, width, episodes)
     assert frame.shape[1] == width and frame.shape[0] >= 210  # the script's own attention panels
 
 
+@pytest.mark.quick
 def test_enjoy_refuses_a_non_checkpoint(tmp_path):
     bogus = tmp_path / "x.cleanrl_model"
     bogus.write_text("not a checkpoint")
@@ -68,6 +69,7 @@ def test_enjoy_refuses_a_non_checkpoint(tmp_path):
     assert str(bogus) in proc.stderr
 
 
+@pytest.mark.quick
 def test_perturbation_finds_the_pixels_that_matter():
     """A toy agent whose logits read one 6x6 patch and whose value reads another: the policy map peaks
     on the first patch, the value map on the second, on the probabilities (default) and on the logits."""
@@ -93,6 +95,7 @@ def test_perturbation_finds_the_pixels_that_matter():
     assert coarse_policy.shape == (84, 84)
 
 
+@pytest.mark.quick
 def test_perturbation_policy_saliency_is_on_the_probabilities():
     """Section 4.7's S_pi = 1/2 ||pi(X') - pi(X)||^2 with pi the softmax. Two actions with logits (z, 0):
     pi(X') - pi(X) = (sigma(z') - sigma(z)) (1, -1), so S_pi = (sigma(z') - sigma(z))^2, while the logits'
@@ -119,6 +122,7 @@ def test_perturbation_policy_saliency_is_on_the_probabilities():
     assert float(perturbation_saliency(shifted_together, obs, stride=6, policy="logits")[0].max()) > 1e-3
 
 
+@pytest.mark.quick
 def test_gaussian_blur_keeps_mass_and_smooths():
     image = torch.zeros(1, 41, 41)
     image[0, 20, 20] = 1.0
@@ -210,6 +214,7 @@ def test_novel_object_injection(checkpoints, tmp_path, script, sprite):
         assert all(r["state_change"] == "" for r in rows)
 
 
+@pytest.mark.quick
 def test_fish_path_through_the_stacked_frames():
     """Frame k of step t's observation was rendered at step t - 3 + k: with the fish injected at step 10 from
     column -7 at 2 columns per step, step 12's frames show it at steps 9 (not yet), 10, 11, 12. Bobbing by 4
@@ -224,6 +229,7 @@ def test_fish_path_through_the_stacked_frames():
     assert stacked_positions(checkerboard, 5) == [(30, 30)] * 4 and stacked_positions(checkerboard, 4) == [None] * 4
 
 
+@pytest.mark.quick
 def test_fish_is_clipped_at_the_screen_edges():
     from attention_utils.novel_object import FISH_GREY, FISH_ROWS, fish_sprite, paste
 
@@ -237,6 +243,7 @@ def test_fish_is_clipped_at_the_screen_edges():
     assert big.shape == (15, 24) and torch.equal(big[::3, ::3], drawn)
 
 
+@pytest.mark.quick
 def test_novel_object_sprite_must_fit(checkpoints):
     command = [
         "-m",
@@ -301,6 +308,7 @@ def refusals(tmp_path):
     ]
 
 
+@pytest.mark.quick
 def test_tools_refuse_bad_arguments_before_any_work(tmp_path):
     import importlib
 
@@ -313,6 +321,7 @@ def test_tools_refuse_bad_arguments_before_any_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dummy.cleanrl_model"]  # nothing written
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("tool, flag", [("enjoy", "--episodes"), ("perturbation", "--frames"), ("novel_object", "--steps")])
 def test_non_positive_counts_end_in_one_line(tmp_path, tool, flag):
     """Through the real entry point: exit status 1, one line on stderr, no traceback."""
@@ -322,6 +331,7 @@ def test_non_positive_counts_end_in_one_line(tmp_path, tool, flag):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [f"error: {flag} 0: must be at least 1"]
 
 
+@pytest.mark.quick
 def test_free_path_keeps_what_was_written(tmp_path):
     from attention_utils.cli_checks import free_path
 
@@ -338,11 +348,13 @@ def test_free_path_keeps_what_was_written(tmp_path):
 # recurrent agents: saliency at a state and along a game
 
 
+@pytest.mark.quick
 def test_recurrence_is_detected(checkpoints, topdown):
     assert is_recurrent(topdown.agent)
     assert not is_recurrent(load_agent(checkpoints["ppo_atari_fls.py"]).agent)
 
 
+@pytest.mark.quick
 def test_recurrent_policy_and_value_is_one_step_of_the_agent(topdown):
     """The function closed over a Memory gives the agent's own value and log-probabilities at that state,
     and a batch of observations gets, row by row, what each would get alone (the state is expanded, not mixed)."""
@@ -372,6 +384,7 @@ def test_recurrent_policy_and_value_is_one_step_of_the_agent(topdown):
         policy_and_value(agent)
 
 
+@pytest.mark.quick
 def test_recurrent_perturbation_saliency_depends_on_the_state(topdown):
     agent = topdown.agent
     obs = random_observations(1, seed=1)[0]
@@ -389,6 +402,7 @@ def test_recurrent_perturbation_saliency_depends_on_the_state(topdown):
         assert not torch.allclose(fresh_map / fresh_map.max(), later_map / later_map.max(), atol=1e-2)
 
 
+@pytest.mark.quick
 def test_input_saliency_needs_the_state_of_a_recurrent_agent(checkpoints, topdown):
     saliency = input_saliency(topdown)
     obs = random_observations(2)
@@ -400,6 +414,7 @@ def test_input_saliency_needs_the_state_of_a_recurrent_agent(checkpoints, topdow
         input_saliency(load_agent(checkpoints["ppo_atari_selfattn.py"]))(obs, topdown.agent.initial_state(2, "cpu"))
 
 
+@pytest.mark.quick
 def test_sequence_saliency_carries_the_state(topdown):
     """Along a sequence each map is seen with the state the earlier observations left: it differs from the
     map at the initial state, does not depend on later observations or on how the sequence is batched, a

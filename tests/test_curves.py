@@ -5,7 +5,10 @@ import subprocess
 import sys
 
 import matplotlib.image
+import pytest
 from conftest import REPO, describe, script_env
+
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
 
 
 def run_folder(path, game, rows):

@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import REPO, load_module
 
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
+
 # configure_determinism is word for word the same in every script (tests/test_layout.py): one is checked
 SCRIPT = "ppo_atari_selfattn.py"
 
@@ -59,6 +61,7 @@ def test_determinism_and_tf32_settings(deterministic, precision, device):
 import os, sys, torch
 sys.path.insert(0, {str(REPO / "tests")!r})
 from conftest import load_module
+
 module = load_module({str(REPO / SCRIPT)!r})
 os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 module.configure_determinism({deterministic}, {precision!r}, torch.device({device!r}))

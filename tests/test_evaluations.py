@@ -15,6 +15,9 @@ import torch
 
 from attention_utils import evaluations, results
 
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -50,18 +50,21 @@ def fls():
     return load_module(SCRIPT, "ppo_atari_fls")
 
 
+@pytest.mark.quick
 def test_every_arch_is_covered(fls):
     assert list(fls.ARCHS) == ARCHS
     assert list(typing.get_args(fls.Args.__annotations__["arch"])) == ARCHS  # --arch offers exactly the table's models
     assert set(TABLE_2) | set(HAND_COUNTS) == set(ARCHS)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("arch", ARCHS)
 def test_parameter_count(fls, arch):
     count = sum(p.numel() for p in fls.Agent(4, arch).parameters())
     assert count == {**TABLE_2, **HAND_COUNTS}[arch]
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "block,grid,size,stride,padding",
     [
@@ -83,6 +86,7 @@ def test_hot_cell_lights_exactly_its_receptive_field(fls, block, grid, size, str
         assert torch.equal(lit, expected), (block, i, j)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("arch", ARCHS)
 def test_maps_and_saliency(fls, arch):
     torch.manual_seed(0)
@@ -107,11 +111,13 @@ def test_maps_and_saliency(fls, arch):
         assert {m.shape[1:] for k, m in maps.items() if k != "attention"} == {(20, 20), (9, 9), (7, 7)}
 
 
+@pytest.mark.quick
 def test_base2_softplus(fls):
     x = torch.linspace(-5, 5, 11)
     torch.testing.assert_close(fls.softplus2(x), torch.log2(1 + torch.pow(2.0, x)))
 
 
+@pytest.mark.quick
 def test_fls_output_multiplies_features(fls):
     """Sparse FLS: the value depends on the map; a module that outputs zeros zeroes the features."""
     agent = fls.Agent(4, "sparse_fls_pool")
@@ -121,6 +127,7 @@ def test_fls_output_multiplies_features(fls):
     torch.testing.assert_close(agent.hidden(obs), torch.relu(agent.fc.bias).expand(2, -1), atol=1e-6, rtol=0)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("arch", ["sparse_fls", "nature"])
 def test_video_frame_directly(fls, arch):
     """Figure 4's two panels, stacked: the RGB frame over the 84x84 input scaled to the frame's width; the
@@ -164,6 +171,7 @@ def test_arch_trains_end_to_end(fls, arch, tmp_path):
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
 
 
+@pytest.mark.quick
 def test_bad_arch_is_refused(tmp_path):
     proc = run_fls([*TINY, "--arch", "sparse_flz"], tmp_path)
     assert proc.returncode != 0
@@ -181,6 +189,7 @@ PPO2_ATARI = dict(
 )  # fmt: skip
 
 
+@pytest.mark.quick
 def test_defaults_are_ppo2_atari(fls):
     args = fls.Args()
     assert {k: getattr(args, k) for k in PPO2_ATARI} == PPO2_ATARI

@@ -64,6 +64,7 @@ def play_from_score(game, start_score, max_steps=6000):
     return np.array(rewards), ram_score(env.ale)
 
 
+@pytest.mark.quick
 def test_breakout_infinite_score_passes_864_without_negative_rewards():
     rewards, score_in_ram = play_from_score("BreakoutInfinite", 850)
     total = rewards.sum()
@@ -74,6 +75,7 @@ def test_breakout_infinite_score_passes_864_without_negative_rewards():
     assert (total - score_in_ram) % 432 == 0 and total - score_in_ram >= 432
 
 
+@pytest.mark.quick
 def test_plain_breakout_keeps_its_score():
     """Control: without the rule, the emulator's score runs past 864 and is never written back."""
     rewards, score_in_ram = play_from_score("Breakout", 850)
@@ -81,6 +83,7 @@ def test_plain_breakout_keeps_its_score():
     assert score_in_ram == rewards.sum() > 864
 
 
+@pytest.mark.quick
 def test_ale_pool_follows_envpool_protocol():
     """Training protocol of the ale-py pool: a life loss ends the episode (not the game), rewards are
     clipped (info keeps them unclipped), and the step after an end is a reset step with no reward."""
@@ -103,6 +106,7 @@ def test_ale_pool_follows_envpool_protocol():
     pool.close()
 
 
+@pytest.mark.quick
 def test_evaluate_gives_each_env_a_fixed_share(fls):
     """Episodes are counted per env against a share fixed in advance, so envs with short episodes do not
     crowd out the others; returns and lengths are the episodes' own."""
@@ -143,6 +147,7 @@ def test_breakout_infinite_trains_and_evaluates(infinite_run):
     assert [r[0] for r in rows[1:]] == ["32"] and float(rows[1][1]) >= 0
 
 
+@pytest.mark.quick
 def test_capture_video_draws_the_saliency(infinite_run):
     """The video frames are Figure 4's two panels: the RGB frame (210 rows) over the 84x84 input scaled to
     160x160, the saliency drawn in green on the lower one."""
@@ -186,6 +191,7 @@ def test_eval_only_on_another_game(infinite_run):
     assert "does not fit Pong (6 actions)" in bad.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.quick
 def test_eval_only_needs_a_checkpoint(tmp_path):
     proc = run_fls(["--eval-only"], tmp_path)
     assert proc.returncode != 0

@@ -13,6 +13,9 @@ from conftest import REPO, describe, hand_built_checkpoint, script_env
 from attention_utils.checkpoints import is_recurrent, load_agent, policy_and_value
 from attention_utils.gradcam import class_activation_maps, gradcam_layer
 
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
+
+
 SMALL_TOPDOWN = dict(conv_channels=16, value_channels=24, core_hidden=32, mlp_hidden=32, query_hidden=16)
 
 

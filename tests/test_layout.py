@@ -115,6 +115,7 @@ RECURRENT_ONLY_LINES = [
 ]
 
 
+@pytest.mark.quick
 def test_all_scripts_are_known():
     """A new script must be placed in FEEDFORWARD or be recurrent on purpose."""
     assert set(FEEDFORWARD) <= set(SCRIPTS)
@@ -129,6 +130,7 @@ def imported_modules(code: str) -> set[str]:
     return set(proc.stdout.split())
 
 
+@pytest.mark.quick
 def test_package_imports_no_script():
     modules = [
         ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
@@ -159,6 +161,7 @@ def package_imports() -> dict[str, set[str]]:
     return graph
 
 
+@pytest.mark.quick
 def test_package_modules_import_downwards_only():
     """No two modules of attention_utils import each other, directly or around a longer circle."""
     import graphlib
@@ -172,6 +175,7 @@ def test_package_modules_import_downwards_only():
         pytest.fail(f"attention_utils modules import each other: {' -> '.join(error.args[1])}")
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_imports_no_package_module(script):
     code = f"import sys, importlib.util\nspec = importlib.util.spec_from_file_location('s', '{REPO / script}')\n"
@@ -234,12 +238,14 @@ def function_source(script: str, name: str) -> str:
     raise AssertionError(f"{script} has no function {name}")
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("script", FEEDFORWARD[1:])
 def test_feedforward_scripts_share_their_main_block_word_for_word(script):
     diff = list(difflib.unified_diff(main_block(FEEDFORWARD[0]), main_block(script), lineterm="", n=0))
     assert not diff, "\n".join(diff)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("script", SCRIPTS[1:] if SCRIPTS[0] == FEEDFORWARD[0] else SCRIPTS)
 def test_scripts_share_their_machinery_word_for_word(script):
     names = SHARED_FUNCTIONS + (FEEDFORWARD_FUNCTIONS if script in FEEDFORWARD else [])
@@ -247,17 +253,20 @@ def test_scripts_share_their_machinery_word_for_word(script):
         assert function_source(script, name) == function_source(FEEDFORWARD[0], name), f"{script}: {name} differs"
 
 
+@pytest.mark.quick
 def test_recurrent_scripts_share_their_main_block_word_for_word():
     diff = list(difflib.unified_diff(main_block(RECURRENT[0]), main_block(RECURRENT[1]), lineterm="", n=0))
     assert not diff, "\n".join(diff)
 
 
+@pytest.mark.quick
 def test_recurrent_main_block_differs_from_the_feedforward_one_only_by_its_recurrent_lines():
     diff = list(difflib.ndiff(main_block(FEEDFORWARD[0]), main_block(RECURRENT[0])))
     assert [line[2:].strip() for line in diff if line.startswith("- ")] == FEEDFORWARD_ONLY_LINES
     assert [line[2:].strip() for line in diff if line.startswith("+ ")] == RECURRENT_ONLY_LINES
 
 
+@pytest.mark.quick
 def test_ruff_check_and_format():
     check = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -8,6 +8,9 @@ from scipy.ndimage import gaussian_filter
 
 from attention_utils.metrics import kl_divergence, mean_defined, nss, shuffled_auc
 
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
+
+
 ONE_HOT = np.array([[1.0, 0.0], [0.0, 0.0]])
 
 

@@ -160,6 +160,7 @@ def at_edge(box, areas):
     return thin and any(box[0] == a[0] or box[1] == a[1] or box[2] == a[2] or box[3] == a[3] for a in areas)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("game", sorted(CHECKS))
 def test_layout_matches_the_rendered_frames(game):
     """Over a few hundred steps of play, for each checked class: wherever its colour shows inside its region, the
@@ -215,6 +216,7 @@ def test_layout_matches_the_rendered_frames(game):
             assert len(rows) >= 3, f"{game} {check.kind}: seen at only {len(rows)} rows"
 
 
+@pytest.mark.quick
 def test_every_layout_is_checked_and_names_its_source():
     assert sorted(CHECKS) == sorted(LAYOUTS) and len(LAYOUTS) >= 8
     assert {"Breakout", "Pong"} <= set(LAYOUTS)
@@ -227,6 +229,7 @@ def test_every_layout_is_checked_and_names_its_source():
 # from boxes on the screen to the 84x84 observation, and the map scores
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("box", [(0, 0, 3, 2), (5, 7, 6, 8), (57, 30, 61, 32), (189, 99, 193, 115), (200, 150, 210, 160)])
 def test_grid_mask_is_where_the_resized_box_shows(box):
     """The mask of a box is exactly the set of observation pixels that change when the box is drawn white on a
@@ -239,6 +242,7 @@ def test_grid_mask_is_where_the_resized_box_shows(box):
     assert np.array_equal(masks["all"], masks["ball"]) and not masks["player"].any()
 
 
+@pytest.mark.quick
 def test_grid_mask_by_hand():
     """Rows: observation row i averages screen rows [floor(2.5 i), ceil(2.5 (i + 1))); columns: [floor(i 160/84),
     ceil((i + 1) 160/84)). Screen rows 0-2 reach observation rows 0 and 1 (row 1 averages rows 2-4); screen
@@ -247,6 +251,7 @@ def test_grid_mask_by_hand():
     assert sorted(zip(*np.where(mask))) == [(0, 0), (1, 0)]
 
 
+@pytest.mark.quick
 def test_observation_boxes_join_the_two_pooled_frames():
     """The observation's last image max-pools the step's last two emulator frames: the boxes of both count."""
     before, middle, after = (np.zeros(128, dtype=np.uint8) for _ in range(3))
@@ -256,6 +261,7 @@ def test_observation_boxes_join_the_two_pooled_frames():
     assert boxes == [(109, 51, 113, 53), (119, 55, 123, 57)]
 
 
+@pytest.mark.quick
 def test_mass_share_and_rank_correlation_by_hand():
     saliency = np.zeros((84, 84))
     saliency[10, 10], saliency[20, 20] = 3.0, 1.0
@@ -347,6 +353,7 @@ def test_cli_scores_an_agent_against_the_baselines(fls_checkpoint, tmp_path):
     assert (out / "Breakout_objects-2.md").exists() and (out / "Breakout_objects-2.png").exists()
 
 
+@pytest.mark.quick
 def test_a_recurrent_agent_is_scored_at_its_own_state(tmp_path):
     checkpoint = hand_built_checkpoint(
         tmp_path / "topdown.cleanrl_model",
@@ -362,6 +369,7 @@ def test_a_recurrent_agent_is_scored_at_its_own_state(tmp_path):
     assert len(rows) == 4 * len(MAPS) * 3 and {r["agent"] for r in rows} == {"topdown, step 0"}
 
 
+@pytest.mark.quick
 def test_maps_asked_for_are_the_maps_scored(fls_checkpoint, tmp_path):
     """`--maps` picks the explanations; an agent without attention (NA) is scored on the ones it has."""
     na = hand_built_checkpoint(tmp_path / "na.cleanrl_model", "ppo_atari_selfattn.py", self_attn="NA")
@@ -373,6 +381,7 @@ def test_maps_asked_for_are_the_maps_scored(fls_checkpoint, tmp_path):
     assert {r["map"] for r in read_rows(f"{stem}.csv")} == {"gradcam", "gradcam_randomised", *BASELINES}
 
 
+@pytest.mark.quick
 def test_cli_refuses_a_game_without_layout_in_one_line(fls_checkpoint, tmp_path):
     proc = run(["--checkpoint", fls_checkpoint, "--game", "Asterix", "--out", tmp_path / "objects"], tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -390,6 +399,7 @@ def refusal(tmp_path, **settings):
     return str(error.value)
 
 
+@pytest.mark.quick
 def test_refusals_come_before_any_play(fls_checkpoint, tmp_path, monkeypatch):
     from attention_utils import objects
 

@@ -4,6 +4,11 @@ relative link and image in README.md and docs/*.md points to an existing file.""
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -19,6 +19,8 @@ from attention_utils import results
 from attention_utils.atari_scores import RANDOM_HUMAN_SCORES, human_normalised_score
 from attention_utils.game_axes import AXIS_CLASSES, HORIZONTAL, OTHER, OTHER_KINDS, VERTICAL, axis_class
 
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
+
 REPO = Path(__file__).resolve().parents[1]
 SQRT3 = math.sqrt(3)
 STEPS = [1000, 2000, 3000, 4000]
@@ -234,6 +236,7 @@ def variant_name(args: Args) -> str:
 import os
 from dataclasses import dataclass
 from typing import Literal
+
 
 @dataclass
 class Args:

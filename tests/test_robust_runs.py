@@ -344,6 +344,7 @@ def test_resume_from_a_folder_skips_a_damaged_checkpoint_and_keeps_it(tmp_path, 
     assert [int(r[0]) for r in read_evals(run_dir)[1]] == [32, 64, 96]
 
 
+@pytest.mark.quick
 def test_malformed_evals_csv_is_named_with_its_line(tmp_path, finished_run):
     run_dir = copy_run(finished_run, tmp_path / "run", {"args.json", "evals.csv", "step_000000032.cleanrl_model"})
     lines = (run_dir / "evals.csv").read_text().splitlines()
@@ -352,6 +353,7 @@ def test_malformed_evals_csv_is_named_with_its_line(tmp_path, finished_run):
     assert_one_line_error(run_script(["--resume", run_dir], tmp_path), f"{run_dir / 'evals.csv'}, line 3")
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "flags,words",
     [
@@ -378,6 +380,7 @@ def test_absurd_settings_are_refused_before_any_work(tmp_path, flags, words):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.quick
 def test_tools_write_files_whole_or_not_at_all(tmp_path):
     from attention_utils.runs import atomic_open, write_text
 

@@ -30,6 +30,7 @@ def one_loud_key(kind):
     return block, h
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("kind", ["CWCA", "CWRA", "CWRCA", "SWA"])
 def test_weights_are_received_along_the_blocks_axes(kind):
     block, h = one_loud_key(kind)
@@ -50,6 +51,7 @@ def test_weights_are_received_along_the_blocks_axes(kind):
         assert float(received[5, 0]) > 5 * float(received[4, 0])  # softmax(10 / sqrt(20)) against 19 zeros
 
 
+@pytest.mark.quick
 def test_axis_shares_by_hand():
     rows = np.arange(20.0)[:, None] * np.ones((1, 20))  # constant along each row: horizontal bands
     assert axis_shares(rows) == pytest.approx((1.0, 0.0))

@@ -298,6 +298,7 @@ def check_refused_early(proc, cwd):
     assert not (Path(cwd) / "runs").exists(), "a run folder was created for a refused command line"
 
 
+@pytest.mark.quick
 def test_unknown_env_id_names_the_close_game(tmp_path):
     proc = run_script([*TINY, "--env-id", "Pongg", "--total-timesteps", BATCH], tmp_path)
     check_refused_early(proc, tmp_path)
@@ -307,6 +308,7 @@ def test_unknown_env_id_names_the_close_game(tmp_path):
     assert "Pong" in lines[0].replace("Pongg", ""), lines[0]  # the close valid game is named
 
 
+@pytest.mark.quick
 def test_bad_variant_lists_valid_choices(tmp_path):
     proc = run_script([*TINY, "--self-attn", "XYZ", "--total-timesteps", BATCH], tmp_path)
     check_refused_early(proc, tmp_path)
@@ -316,6 +318,7 @@ def test_bad_variant_lists_valid_choices(tmp_path):
     assert len(proc.stderr.strip().splitlines()) <= 12, describe(proc)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "extra, words",
     [
@@ -333,11 +336,13 @@ def test_bad_sizes_refused(tmp_path, extra, words):
         assert word in lines[0], (word, lines[0])
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("env_id", ["Pong", "Pong-v5", "PongNoFrameskip-v4", "ALE/Pong-v5"])
 def test_parse_game_forms(script, env_id):
     assert script.parse_game(env_id) == "Pong"
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("env_id", ["Pongg", "ALE/Pongg-v5", "pong"])
 def test_parse_game_unknown_exits_naming_pong(script, env_id):
     with pytest.raises(SystemExit) as info:

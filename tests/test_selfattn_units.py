@@ -8,6 +8,9 @@ import pytest
 import torch
 from conftest import SCRIPT, VARIANTS, script_env
 
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
+
+
 H = W = 20  # the c1 grid
 ATTENTION_KINDS = ["SWA", "CWRA", "CWCA", "CWRCA"]
 TOL = 1e-6

@@ -10,6 +10,9 @@ import tyro
 import yaml
 from conftest import REPO, VARIANTS, load_module
 
+pytestmark = pytest.mark.quick  # units, hand-made data, argument checks: `pytest -m quick`
+
+
 SWEEP_FILES = sorted([*REPO.glob("sweeps/*.yaml"), *REPO.glob("sweeps/*.yml")])
 SWEEP_IDS = [p.name for p in SWEEP_FILES]
 FULL_GRID_LIMIT = 100  # larger grids: every value of each parameter once, the others at their first value

@@ -77,12 +77,14 @@ def random_inputs(count, seed=0):
 # recurrent correctness: the update path replays the rollout exactly
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_replay_reproduces_rollout_across_episode_ends(temporal, name):
     torch.manual_seed(2)
     assert_replay_reproduces_rollout(make(temporal, name), steps=11)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", ["adaptive", "spatiotemporal"])
 def test_state_is_emptied_after_done(temporal, name):
     torch.manual_seed(4)
@@ -100,6 +102,7 @@ def test_state_is_emptied_after_done(temporal, name):
     assert torch.equal(valid[1], torch.ones(MEMORY))
 
 
+@pytest.mark.quick
 def test_memory_window_and_validity(temporal):
     """A step sees itself and at most the M steps before it; a fresh episode sees only its own steps."""
     torch.manual_seed(5)
@@ -123,6 +126,7 @@ def test_memory_window_and_validity(temporal):
     assert torch.allclose(whole[:, 6:], second, atol=1e-5)
 
 
+@pytest.mark.quick
 def test_attention_by_hand(temporal):
     """One step over a full memory, recomputed head by head: softmax_j(q_h . k_h[j] / sqrt(d_h) + b[h, distance j])."""
     torch.manual_seed(8)
@@ -154,6 +158,7 @@ def test_attention_by_hand(temporal):
     assert torch.allclose(core_weights[0], weights, atol=1e-6)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", ["adaptive", "spatiotemporal", "spatiotemporal_span"])
 def test_temporal_maps_sum_to_one_over_valid_steps(temporal, name):
     torch.manual_seed(6)
@@ -185,6 +190,7 @@ def test_temporal_maps_sum_to_one_over_valid_steps(temporal, name):
         assert set(maps) == {"temporal"}
 
 
+@pytest.mark.quick
 def test_adaptive_span_mask(temporal):
     """m_z(x) = clamp((R + z - x) / R, 0, 1), renormalised; the L1 penalty is coef x sum z and pulls z down."""
     layer = temporal.TransformerXLLayer(8, 2, 8, memory_len=8, adaptive_span=True, span_ramp=2, span_init=0.25)
@@ -222,6 +228,7 @@ def test_adaptive_span_mask(temporal):
     assert temporal.TemporalCore(8, heads=2, ff_hidden=8).span_loss().item() == 0.0
 
 
+@pytest.mark.quick
 def test_parameter_count_by_hand(temporal):
     d, ff, heads, memory = 128, 256, 4, 64
     layer = (
@@ -249,6 +256,7 @@ def test_parameter_count_by_hand(temporal):
     assert two_layers == expected - (128 * 128 + 128)
 
 
+@pytest.mark.quick
 def test_query_hidden_of_earlier_checkpoints_passes_the_checks(temporal):
     # an adaptive run's args written when query_hidden was one int (128, then the default) still resume; another
     # value, or any list, was given on purpose and is refused for the arch that has no query network
@@ -260,6 +268,7 @@ def test_query_hidden_of_earlier_checkpoints_passes_the_checks(temporal):
         temporal.check_args(temporal.Args(arch="spatiotemporal", query_hidden=(0,)))
 
 
+@pytest.mark.quick
 def test_variant_names(temporal):
     assert (
         temporal.variant_name(temporal.Args(arch="spatiotemporal", query_mode="fixed", adaptive_span=True))
@@ -270,6 +279,7 @@ def test_variant_names(temporal):
     assert temporal.variant_name(temporal.Args()) == "adaptive"
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -290,6 +300,7 @@ def test_bad_arch_settings(temporal, changes, message):
     assert message in str(exit_info.value)
 
 
+@pytest.mark.quick
 def test_good_arch_settings_pass(temporal):
     for changes in (
         dict(),
@@ -451,6 +462,7 @@ def test_atari_head_refuses_an_agent_without_a_map_before_scoring(arch_runs, tmp
     assert not out.exists()
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("arch", ["adaptive", "spatiotemporal"])
 def test_rgb_frame_input_reaches_the_first_convolution(temporal, arch):
     """--frame-input rgb: both agents' first convolution takes the 3 channels of one frame and they step through a

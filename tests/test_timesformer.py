@@ -78,6 +78,7 @@ def hand_count(d, heads, depth, ratio, patch, actions=BREAKOUT_ACTIONS, frames=4
     return embedding + cls_and_positions + depth * block + heads_out
 
 
+@pytest.mark.quick
 def test_parameter_count_defaults(tsf):
     args = tsf.Args()
     agent = tsf.make_agent(args, BREAKOUT_ACTIONS)
@@ -86,6 +87,7 @@ def test_parameter_count_defaults(tsf):
     )
 
 
+@pytest.mark.quick
 def test_parameter_count_by_hand_d16():
     # D = 16, 2 heads, 2 blocks, MLP ratio 2, 12x12 patches (49 per frame), 4 actions:
     #   patch embedding 144*16 + 16 = 2,320; CLS 16; space positions 49*16 = 784; time positions 4*16 = 64
@@ -97,6 +99,7 @@ def test_parameter_count_by_hand_d16():
     assert hand_count(16, 2, 2, 2, 12) == expected
 
 
+@pytest.mark.quick
 def test_parameter_count_matches_network(tsf):
     for sizes in [SMALL, {**SMALL, "patch_size": 28, "depth": 1, "mlp_ratio": 4}, {**SMALL, "embed_dim": 24, "heads": 3}]:
         agent = tsf.Agent(BREAKOUT_ACTIONS, **sizes)
@@ -105,11 +108,13 @@ def test_parameter_count_matches_network(tsf):
     assert sum(p.numel() for p in tsf.Agent(BREAKOUT_ACTIONS, **SMALL).parameters()) == 9_989
 
 
+@pytest.mark.quick
 def test_heads_must_divide_embedding(tsf):
     with pytest.raises(ValueError, match="heads"):
         tsf.Agent(BREAKOUT_ACTIONS, embed_dim=16, heads=3)
 
 
+@pytest.mark.quick
 def test_forward_shapes_and_distribution(tsf):
     agent = small_agent(tsf)
     obs = observations(5)
@@ -123,6 +128,7 @@ def test_forward_shapes_and_distribution(tsf):
     torch.testing.assert_close(logprob_again, logprob)
 
 
+@pytest.mark.quick
 def test_every_frame_reaches_the_output(tsf):
     """Changing one patch of any one frame changes the CLS output (time and space attention mix them in)."""
     agent = small_agent(tsf)
@@ -134,6 +140,7 @@ def test_every_frame_reaches_the_output(tsf):
         assert not torch.allclose(agent.hidden(changed), base), frame
 
 
+@pytest.mark.quick
 def test_bf16_autocast_close_to_fp32(tsf):
     agent = small_agent(tsf)
     obs = observations(4)
@@ -161,6 +168,7 @@ def reference_attention(x_queries, x_keys, qkv, out, heads):
     return torch.cat(outputs, -1) @ out.weight.T + out.bias, torch.stack(weights)
 
 
+@pytest.mark.quick
 def test_block_against_a_reference_written_out(tsf):
     """One divided space-time block, token by token: time attention of each patch over its 4 frames, then per
     frame the patches attend to [CLS, the frame's patches] and the CLS to the frame's patches, the CLS's 4
@@ -200,6 +208,7 @@ def test_block_against_a_reference_written_out(tsf):
 # attention weights, maps and rollout
 
 
+@pytest.mark.quick
 def test_attention_weights_are_softmaxes(tsf):
     agent = small_agent(tsf)
     n, heads = 3, SMALL["heads"]
@@ -215,6 +224,7 @@ def test_attention_weights_are_softmaxes(tsf):
             torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
 
 
+@pytest.mark.quick
 def test_attention_maps_shapes_and_sums(tsf):
     agent = small_agent(tsf)
     obs = observations(3)
@@ -234,6 +244,7 @@ def test_attention_maps_shapes_and_sums(tsf):
     torch.testing.assert_close(under_autocast["cls"], maps["cls"])
 
 
+@pytest.mark.quick
 def test_rollout_rows_sum_to_one(tsf):
     agent = small_agent(tsf)
     with torch.no_grad():
@@ -247,6 +258,7 @@ def test_rollout_rows_sum_to_one(tsf):
         torch.testing.assert_close(matrix.sum(-1), torch.ones(2, 197))
 
 
+@pytest.mark.quick
 def test_attention_matrices_layout_by_hand(tsf):
     """The token-level matrices built entry by entry from the documented layout: token 0 = CLS, token
     1 + t*P + p = patch p of frame t (3x3 patches of 28 pixels here, P = 9)."""
@@ -273,6 +285,7 @@ def test_attention_matrices_layout_by_hand(tsf):
     torch.testing.assert_close(space_matrix, expected_space)
 
 
+@pytest.mark.quick
 def test_rollout_map_one_block_by_hand(tsf):
     """One block: R = (0.5 S + 0.5 I)(0.5 T + 0.5 I), so the CLS row on patch (s, p) is
     sum_t 0.5 cls[t, p] / 4 * 0.5 (time[p, t, s] + [t == s]); the map renormalises it over the patches."""
@@ -287,6 +300,7 @@ def test_rollout_map_one_block_by_hand(tsf):
     torch.testing.assert_close(agent.attention_maps(obs)["rollout"], expected.view(2, 4, 7, 7))
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("patch,grid", [(12, 7), (28, 3), (7, 12)])
 def test_hot_token_lights_exactly_its_patch(tsf, patch, grid):
     for i, j in [(0, 0), (grid // 2, grid - 1), (grid - 1, 1)]:
@@ -306,6 +320,7 @@ def test_hot_token_lights_exactly_its_patch(tsf, patch, grid):
     assert lit.shape == (1, 4, 84, 84) and torch.equal(lit, expected)
 
 
+@pytest.mark.quick
 def test_maps_upsample_to_the_input(tsf):
     agent = small_agent(tsf)
     maps = agent.attention_maps(observations(2))
@@ -431,6 +446,7 @@ def test_save_attention_png(extras_run):
     assert float(image[..., :3].std()) > 0.01, "attention picture is blank"
 
 
+@pytest.mark.quick
 def test_capture_video_mp4(extras_run):
     import imageio.v3 as iio
 
@@ -445,6 +461,7 @@ def test_capture_video_mp4(extras_run):
     assert sum(1 for _ in iio.imiter(videos[0])) > 10
 
 
+@pytest.mark.quick
 def test_video_frame_directly(tsf):
     from attention_utils.pictures import timesformer as pictures
 
@@ -460,6 +477,7 @@ def test_video_frame_directly(tsf):
 # bad sizes: refused before anything starts
 
 
+@pytest.mark.quick
 def test_heads_not_dividing_embedding_refused(tmp_path):
     proc = run_tsf([*TINY, "--embed-dim", "16", "--heads", "3", "--total-timesteps", BATCH], tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
@@ -468,6 +486,7 @@ def test_heads_not_dividing_embedding_refused(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.quick
 def test_patch_size_must_divide_84(tmp_path):
     proc = run_tsf([*TINY, "--patch-size", "5", "--total-timesteps", BATCH], tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, describe(proc)
@@ -483,6 +502,7 @@ SINUSOIDAL_FLAGS = ["--pos-encoding", "sinusoidal", "--preset", "gpu", "--embed-
 SINUSOIDAL_VARIANT = "d16_h2_l1_m4_p12_sin"
 
 
+@pytest.mark.quick
 def test_sinusoidal_table_by_hand(tsf):
     # dim 4: the pairs (0, 1) and (2, 3) have the frequencies 1 / 10000^(0/4) = 1 and 1 / 10000^(2/4) = 1/100
     expected = torch.tensor(
@@ -499,6 +519,7 @@ def test_sinusoidal_table_by_hand(tsf):
     )
 
 
+@pytest.mark.quick
 def test_pos_encoding_reaches_the_network(tsf):
     """Both encodings are learned parameters with the same keys and count; they differ in where they start, and the
     sinusoidal start is what the patch tokens get: on an all-black frame a token is the embedding's bias + S[p] + T[t]."""
@@ -538,11 +559,13 @@ def test_pos_encoding_reaches_the_network(tsf):
     assert sinusoidal.space_position.grad.abs().sum() > 0 and sinusoidal.time_position.grad.abs().sum() > 0
 
 
+@pytest.mark.quick
 def test_unknown_pos_encoding_refused(tsf):
     with pytest.raises(ValueError, match="sinusoidal"):
         tsf.Agent(BREAKOUT_ACTIONS, pos_encoding="learned")
 
 
+@pytest.mark.quick
 def test_variant_name_tells_the_encodings_apart_and_old_runs_keep_theirs(tsf):
     from attention_utils import results
 
@@ -563,6 +586,7 @@ def sizes_of(args):
     return tuple(getattr(args, name) for name in SIZES)
 
 
+@pytest.mark.quick
 def test_preset_fills_only_the_sizes_left_unset(tsf):
     """The rule: a size given explicitly (command line, in any order, or a checkpoint's args) always wins, even when
     it equals another preset's value; the preset fills the rest."""
@@ -582,6 +606,7 @@ def test_preset_fills_only_the_sizes_left_unset(tsf):
     assert sizes_of(tsf.Args(**{**saved, "preset": "gpu"})) == (16, 1, 3, 2, 12)
 
 
+@pytest.mark.quick
 def test_gpu_preset_parameter_count_by_hand(tsf):
     # D = 64, 4 heads, 2 blocks, MLP ratio 4, 12x12 patches (49 per frame), 4 actions:
     #   patch embedding 144*64 + 64 = 9,280; CLS 64; space positions 49*64 = 3,136; time positions 4*64 = 256
@@ -623,6 +648,7 @@ def test_sinusoidal_run_end_to_end(tsf, tmp_path):
     assert loaded.variant == SINUSOIDAL_VARIANT and loaded.args.pos_encoding == "sinusoidal"
 
 
+@pytest.mark.quick
 def test_checkpoint_from_before_the_fields_loads_under_its_old_name(trained, tmp_path):
     from attention_utils import results
     from attention_utils.checkpoints import load_agent

@@ -78,6 +78,7 @@ def random_inputs(num_envs, steps, seed=0):
 # the network
 
 
+@pytest.mark.quick
 def test_spatial_basis(topdown):
     basis = topdown.spatial_basis(17, 17, 4)
     assert basis.shape == (64, 17, 17)
@@ -97,6 +98,7 @@ def count_parameters(module):
     return sum(p.numel() for p in module.parameters())
 
 
+@pytest.mark.quick
 def test_parameter_count_by_hand(topdown):
     count = count_parameters(topdown.make_agent(topdown.Args(), 4))
     convs = (4 * 32 * 64 + 32) + (32 * 64 * 16 + 64) + (64 * 64 * 9 + 64)  # 8x8 s4, 4x4, 3x3
@@ -112,6 +114,7 @@ def test_parameter_count_by_hand(topdown):
     assert count_parameters(topdown.Agent(4, query_hidden=128)) == count - query_net + two_layers == 2_219_589
 
 
+@pytest.mark.quick
 def test_query_network_by_hand(topdown):
     """A small three-layer query network: its layer shapes, and the queries it gives are the MLP computed by hand."""
     torch.manual_seed(5)
@@ -126,6 +129,7 @@ def test_query_network_by_hand(topdown):
     assert torch.allclose(agent.queries(core_h), expected.view(3, 4, 72), atol=1e-5)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("mode", MODES)
 def test_attention_maps_are_spatial_softmaxes(topdown, mode):
     torch.manual_seed(0)
@@ -149,6 +153,7 @@ def test_attention_maps_are_spatial_softmaxes(topdown, mode):
     assert upsampled.shape == (3, 4, 84, 84) and (upsampled >= 0).all()
 
 
+@pytest.mark.quick
 def test_upsampling_lights_the_cells_footprint(topdown):
     grid = torch.zeros(1, 17, 17)
     grid[0, 5, 9] = 1.0
@@ -161,6 +166,7 @@ def test_upsampling_lights_the_cells_footprint(topdown):
     assert torch.allclose(topdown.upsample_to_input(torch.ones(1, 17, 17)), torch.ones(1, 84, 84))
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("mode", MODES)
 def test_what_where_shares(topdown, mode):
     torch.manual_seed(1)
@@ -176,6 +182,7 @@ def test_what_where_shares(topdown, mode):
         assert 0 < share.mean() < 1
 
 
+@pytest.mark.quick
 def test_what_where_by_hand(topdown):
     """A fixed query with no content part asks only "where" (share 0); with no spatial part only "what" (1);
     a query whose two parts give logits of equal size is balanced (0.5)."""
@@ -201,6 +208,7 @@ def test_what_where_by_hand(topdown):
     assert torch.allclose(agent.attention_maps(obs, state)["what_where"][0, 3], expected, atol=1e-5)
 
 
+@pytest.mark.quick
 def test_bad_query_mode_sizes(topdown):
     with pytest.raises(ValueError, match="divisible"):
         topdown.Agent(4, "l2norm", key_channels=6)
@@ -281,12 +289,14 @@ def assert_replay_reproduces_rollout(agent, steps, num_envs=3):
     assert not torch.allclose(wrong[after_first_end], stored["logprobs"][after_first_end], atol=1e-5)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("mode", MODES)
 def test_replay_reproduces_rollout_across_episode_ends(topdown, mode):
     torch.manual_seed(2)
     assert_replay_reproduces_rollout(topdown.Agent(5, mode, **SMALL), steps=10)
 
 
+@pytest.mark.quick
 def test_state_is_reset_after_done(topdown):
     torch.manual_seed(4)
     agent = topdown.Agent(4, "topdown", **SMALL)
@@ -306,6 +316,7 @@ def test_state_is_reset_after_done(topdown):
 RESNET_SMALL = dict(impala_channels=(4, 8), resnet_hidden=16)
 
 
+@pytest.mark.quick
 def test_resnet_parameter_counts_by_hand(topdown):
     # IMPALA's sizes, 4 actions: a stage is a 3x3 convolution and two residual blocks of two 3x3 convolutions;
     # the max-pools take 84 -> 42 -> 21 -> 11, and a fully connected layer of 256 follows
@@ -328,6 +339,7 @@ def test_resnet_parameter_counts_by_hand(topdown):
     assert count == small + small_lstm + (8 * 4 + 4) + (8 + 1) == 60_873
 
 
+@pytest.mark.quick
 def test_feedforward_baseline_sees_each_observation_alone(topdown):
     """The Feedforward Baseline's policy and value are its heads on the residual network's output: the state, the
     previous action and reward and the episode ends change nothing, and it has no attention map."""
@@ -345,6 +357,7 @@ def test_feedforward_baseline_sees_each_observation_alone(topdown):
     assert agent.attention_maps(obs, state) == {}
 
 
+@pytest.mark.quick
 def test_lstm_baseline_replays_rollout_and_reads_previous_step(topdown):
     torch.manual_seed(7)
     agent = topdown.ResNetLSTMAgent(5, **RESNET_SMALL, core_hidden=8)
@@ -492,6 +505,7 @@ def test_eval_only(mode_runs, tmp_path):
     assert all(int(r.split(",")[3]) > 0 for r in rows[1:])
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "extra, words",
     [
@@ -579,6 +593,7 @@ def test_baseline_trains_through_the_entry_point(baseline, tmp_path):
         assert notes == [f"note: {agent_class} has no attention map (spatial or temporal): videos show the game alone"]
 
 
+@pytest.mark.quick
 def test_old_two_layer_query_checkpoint_still_loads(topdown, tmp_path):
     """A checkpoint written before the query network had three layers: its args hold `query_hidden` as one int and
     lack the fields added since (`agent`, the ResNet sizes), its weights are a two-layer query network's. The tools'
@@ -630,6 +645,7 @@ def test_compile_reuses_one_compiled_step_and_replays_exactly(topdown, tmp_path)
     assert_exact_replay_in_training([*SMALL_FLAGS, "--compile"], tmp_path)
 
 
+@pytest.mark.quick
 def test_rendered_rgb_observation_is_the_colour_of_the_grey_one(topdown):
     """--frame-input rgb: one (3, 84, 84) RGB frame. envpool's and the rendered game's (videos, pictures, tools) are the
     colour version of the newest grey frame the same game gives (ALE's grey is the palette's luminance)."""

@@ -43,6 +43,7 @@ def error_line(proc):
     return lines[0]
 
 
+@pytest.mark.quick
 def test_zoo_has_agents_and_fits_its_budget():
     assert ZOO_AGENTS, f"no agent in {ZOO} (a folder per agent, each with card.json)"
     size = sum(path.stat().st_size for path in ZOO.rglob("*") if path.is_file())
