@@ -243,7 +243,6 @@ def test_fish_is_clipped_at_the_screen_edges():
     assert big.shape == (15, 24) and torch.equal(big[::3, ::3], drawn)
 
 
-@pytest.mark.quick
 def test_novel_object_sprite_must_fit(checkpoints):
     command = [
         "-m",
@@ -348,13 +347,11 @@ def test_free_path_keeps_what_was_written(tmp_path):
 # recurrent agents: saliency at a state and along a game
 
 
-@pytest.mark.quick
 def test_recurrence_is_detected(checkpoints, topdown):
     assert is_recurrent(topdown.agent)
     assert not is_recurrent(load_agent(checkpoints["ppo_atari_fls.py"]).agent)
 
 
-@pytest.mark.quick
 def test_recurrent_policy_and_value_is_one_step_of_the_agent(topdown):
     """The function closed over a Memory gives the agent's own value and log-probabilities at that state,
     and a batch of observations gets, row by row, what each would get alone (the state is expanded, not mixed)."""
@@ -384,7 +381,6 @@ def test_recurrent_policy_and_value_is_one_step_of_the_agent(topdown):
         policy_and_value(agent)
 
 
-@pytest.mark.quick
 def test_recurrent_perturbation_saliency_depends_on_the_state(topdown):
     agent = topdown.agent
     obs = random_observations(1, seed=1)[0]
@@ -402,7 +398,6 @@ def test_recurrent_perturbation_saliency_depends_on_the_state(topdown):
         assert not torch.allclose(fresh_map / fresh_map.max(), later_map / later_map.max(), atol=1e-2)
 
 
-@pytest.mark.quick
 def test_input_saliency_needs_the_state_of_a_recurrent_agent(checkpoints, topdown):
     saliency = input_saliency(topdown)
     obs = random_observations(2)
@@ -414,7 +409,6 @@ def test_input_saliency_needs_the_state_of_a_recurrent_agent(checkpoints, topdow
         input_saliency(load_agent(checkpoints["ppo_atari_selfattn.py"]))(obs, topdown.agent.initial_state(2, "cpu"))
 
 
-@pytest.mark.quick
 def test_sequence_saliency_carries_the_state(topdown):
     """Along a sequence each map is seen with the state the earlier observations left: it differs from the
     map at the initial state, does not depend on later observations or on how the sequence is batched, a

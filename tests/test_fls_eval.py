@@ -147,7 +147,6 @@ def test_breakout_infinite_trains_and_evaluates(infinite_run):
     assert [r[0] for r in rows[1:]] == ["32"] and float(rows[1][1]) >= 0
 
 
-@pytest.mark.quick
 def test_capture_video_draws_the_saliency(infinite_run):
     """The video frames are Figure 4's two panels: the RGB frame (210 rows) over the 84x84 input scaled to
     160x160, the saliency drawn in green on the lower one."""

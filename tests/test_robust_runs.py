@@ -344,7 +344,6 @@ def test_resume_from_a_folder_skips_a_damaged_checkpoint_and_keeps_it(tmp_path, 
     assert [int(r[0]) for r in read_evals(run_dir)[1]] == [32, 64, 96]
 
 
-@pytest.mark.quick
 def test_malformed_evals_csv_is_named_with_its_line(tmp_path, finished_run):
     run_dir = copy_run(finished_run, tmp_path / "run", {"args.json", "evals.csv", "step_000000032.cleanrl_model"})
     lines = (run_dir / "evals.csv").read_text().splitlines()

@@ -446,7 +446,6 @@ def test_save_attention_png(extras_run):
     assert float(image[..., :3].std()) > 0.01, "attention picture is blank"
 
 
-@pytest.mark.quick
 def test_capture_video_mp4(extras_run):
     import imageio.v3 as iio
 
@@ -648,7 +647,6 @@ def test_sinusoidal_run_end_to_end(tsf, tmp_path):
     assert loaded.variant == SINUSOIDAL_VARIANT and loaded.args.pos_encoding == "sinusoidal"
 
 
-@pytest.mark.quick
 def test_checkpoint_from_before_the_fields_loads_under_its_old_name(trained, tmp_path):
     from attention_utils import results
     from attention_utils.checkpoints import load_agent
