@@ -3,6 +3,7 @@ an optional feature; the package imports no script; the scripts share their loop
 
 import ast
 import difflib
+import re
 import shutil
 import subprocess
 import sys
@@ -272,3 +273,19 @@ def test_ruff_check_and_format():
     assert check.returncode == 0, check.stdout + check.stderr
     form = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
     assert form.returncode == 0, form.stdout + form.stderr
+
+
+@pytest.mark.quick
+def test_planted_mistakes_still_fit_the_code():
+    # tests/planted_mistakes.py writes each mistake over code that must still be there, once, and runs a test that exists
+    source = (REPO / "tests" / "planted_mistakes.py").read_text()
+    mistakes = ast.literal_eval(source[source.index("MISTAKES = [") + len("MISTAKES = ") : source.index("\n]\n") + 2])
+    assert len(mistakes) >= 15 and len({m[0] for m in mistakes}) == len(mistakes)
+    for name, path, right, wrong, test in mistakes:
+        assert (REPO / path).read_text().count(right) == 1, f"{name}: {right!r} is not in {path} exactly once"
+        assert right != wrong
+        test_file, _, selection = test.partition(" -k ")
+        assert (REPO / test_file).is_file(), f"{name}: no {test_file}"
+        tests = (REPO / test_file).read_text()
+        words = [word for word in selection.strip("'").split(" or ") if word]
+        assert all(re.search(rf"def test_\w*{word}", tests) for word in words), f"{name}: {test} selects no test"
