@@ -5,8 +5,10 @@ its working directory in a pytest tmp folder, so `runs/` is created there and ne
 """
 
 import csv
+import fcntl
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +52,16 @@ BREAKOUT_ACTIONS = 4  # envpool Breakout-v5 with the minimal action set: NOOP, F
 
 CHECKPOINT_KEYS = {"model", "optimizer", "args", "global_step", "iteration", "rng"}
 EVALS_HEADER = ["global_step", "mean_return", "std_return", "episode_returns"]
+
+
+# The files whose runs take longest, first: pytest-xdist (`--dist loadfile`) hands whole files to the workers in
+# collection order, so the workers end together instead of one running a long file alone at the end.
+LONGEST_FIRST = ["test_robust_runs.py", "test_topdown.py", "test_temporal.py", "test_fls.py", "test_layout.py", "test_zoo.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
 
 
 def load_module(path, name=None):
@@ -204,19 +216,31 @@ TOOL_AGENTS = [
 @pytest.fixture(scope="session")
 def trained_checkpoints(tmp_path_factory):
     """{script file name: checkpoint path} for ppo_atari_selfattn.py (CWCA), ppo_atari_fls.py (sparse_fls) and
-    ppo_atari_topdown.py (topdown queries, 4 heads)."""
-    cwd = tmp_path_factory.mktemp("trained")
+    ppo_atari_topdown.py (topdown queries, 4 heads). Trained once per test session: under pytest-xdist the first
+    worker to need them trains them in the session's shared temporary folder, holding a file lock, and the others
+    wait for it and read them (tests only read these runs; a test that writes copies the run first)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the workers' folders (popen-gw0, ...) sit in the session's folder
+    cwd = shared / "trained"
+    with open(shared / "trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cwd / "complete").exists():
+            shutil.rmtree(cwd, ignore_errors=True)  # what a worker that failed here left
+            cwd.mkdir()
+            for script, flags in TOOL_AGENTS:
+                proc = subprocess.run(
+                    [sys.executable, str(REPO / script), *TRAIN_FOR_TOOLS, *flags],
+                    cwd=cwd,
+                    env=script_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                assert_ok(proc)
+            (cwd / "complete").touch()
     paths = {}
-    for script, flags in TOOL_AGENTS:
-        proc = subprocess.run(
-            [sys.executable, str(REPO / script), *TRAIN_FOR_TOOLS, *flags],
-            cwd=cwd,
-            env=script_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert_ok(proc)
+    for script, _ in TOOL_AGENTS:
         (paths[script],) = list(cwd.glob(f"runs/*__{script[:-3]}__*/step_000000256.cleanrl_model"))
     return paths
 
