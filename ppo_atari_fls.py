@@ -194,12 +194,11 @@ def make_env(game: str, num_envs: int, seed: int, training: bool, num_threads: i
     )
 
 
-def auto_precision(device: torch.device, stepwise_update: bool) -> tuple[str, str]:
-    """`--precision auto`: (precision, reason). bf16 where the device computes it natively and it pays: a CUDA GPU of
-    compute capability >= 8.0 or ROCm; a CPU with AMX; a CPU with AVX512-BF16 but no AMX only for agents whose update
-    is batched. There, the step-by-step replay of the recurrent agents (`stepwise_update`: 128 small per-step
-    convolutions and matmuls) runs about 4x slower in bf16 than in fp32 (docs/throughput.md). Emulated bf16 (older
-    GPUs, AVX2-only CPUs, MPS) is several times slower than fp32 everywhere."""
+def auto_precision(device: torch.device) -> tuple[str, str]:
+    """`--precision auto`: (precision, reason). bf16 where the device computes it natively: a CUDA GPU of compute
+    capability >= 8.0 or ROCm, a CPU with AMX or AVX512-BF16. Emulated bf16 (older GPUs, AVX2-only CPUs, MPS) is
+    several times slower than fp32. On a CPU whose cores another program keeps busy, bf16 loses more than fp32
+    (docs/throughput.md): there, `--precision fp32`."""
     if device.type == "cuda":
         if torch.version.hip:
             return "bf16", "ROCm GPU"
@@ -211,8 +210,6 @@ def auto_precision(device: torch.device, stepwise_update: bool) -> tuple[str, st
     if "amx_bf16" in flags:
         return "bf16", "CPU with AMX"
     if "avx512_bf16" in flags:
-        if stepwise_update:
-            return "fp32", "CPU with AVX512-BF16 but no AMX, where bf16 slows the step-by-step recurrent update"
         return "bf16", "CPU with AVX512-BF16"
     return "fp32", f"no native bf16 on this {device.type}"
 
@@ -632,9 +629,9 @@ if __name__ == "__main__":
     torch.set_num_threads(args.torch_threads or num_cores)
     cuda, mps = args.cuda and torch.cuda.is_available(), args.cuda and torch.backends.mps.is_available()
     device = torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    precision_reason = "--precision"
+    precision_reason = "given"
     if args.precision == "auto":
-        args.precision, precision_reason = auto_precision(device, stepwise_update=False)
+        args.precision, precision_reason = auto_precision(device)
     configure_determinism(args.torch_deterministic, args.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
 

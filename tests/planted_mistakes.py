@@ -71,10 +71,10 @@ MISTAKES = [
         "tests/test_metrics.py",
     ),
     (
-        "auto_precision_bf16_for_recurrent_on_amd",
+        "auto_precision_takes_avx512_for_bf16",
         "ppo_atari_selfattn.py",
-        "        if stepwise_update:\n",
-        "        if False:\n",
+        '    if "avx512_bf16" in flags:\n',
+        '    if "avx512f" in flags:\n',
         "tests/test_devices.py -k cpus",
     ),
     (

@@ -22,34 +22,32 @@ def selfattn():
 @pytest.mark.parametrize(
     "capability,hip,native", [((7, 5), None, False), ((8, 0), None, True), ((9, 0), None, True), ((7, 0), "6.2", True)]
 )
-@pytest.mark.parametrize("stepwise_update", [False, True])
-def test_auto_precision_is_bf16_only_on_cards_that_compute_it(selfattn, monkeypatch, capability, hip, native, stepwise_update):
+def test_auto_precision_is_bf16_only_on_cards_that_compute_it(selfattn, monkeypatch, capability, hip, native):
     # a Turing card (7.5) only emulates bf16 (torch.cuda.is_bf16_supported() says True there); Ampere (8.0) and newer
-    # and ROCm compute it, for every agent
+    # and ROCm compute it
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.version, "hip", hip)
-    precision, reason = selfattn.auto_precision(torch.device("cuda"), stepwise_update)
+    precision, reason = selfattn.auto_precision(torch.device("cuda"))
     assert precision == ("bf16" if native else "fp32")
     assert ("ROCm" if hip else f"{capability[0]}.{capability[1]}") in reason
 
 
 @pytest.mark.parametrize(
-    "flags,feedforward,recurrent",
+    "flags,precision",
     [
-        ({"avx2"}, "fp32", "fp32"),  # bf16 emulated
-        ({"avx2", "avx512f", "avx512_bf16"}, "bf16", "fp32"),  # AMD EPYC (machine A): the recurrent update is 4x slower
-        ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16", "bf16"),  # Intel Xeon with AMX (machine C)
+        ({"avx2"}, "fp32"),  # bf16 emulated
+        ({"avx2", "avx512f"}, "fp32"),  # AVX-512 without BF16: emulated too
+        ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),  # AMD EPYC (machine A)
+        ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),  # Intel Xeon with AMX (machine C)
     ],
 )
-def test_auto_precision_on_cpus(selfattn, monkeypatch, flags, feedforward, recurrent):
+def test_auto_precision_on_cpus(selfattn, monkeypatch, flags, precision):
     monkeypatch.setattr(selfattn, "cpu_flags", lambda: flags)
-    cpu = torch.device("cpu")
-    assert selfattn.auto_precision(cpu, stepwise_update=False)[0] == feedforward
-    assert selfattn.auto_precision(cpu, stepwise_update=True)[0] == recurrent
+    assert selfattn.auto_precision(torch.device("cpu"))[0] == precision
 
 
 def test_mps_runs_fp32(selfattn):
-    assert selfattn.auto_precision(torch.device("mps"), stepwise_update=False)[0] == "fp32"
+    assert selfattn.auto_precision(torch.device("mps"))[0] == "fp32"
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,6 @@ WITHOUT_PACKAGE = (
 # The recurrent main block is the feed-forward one with these lines removed and these added, nothing else (indentation
 # stripped): a change to one block that is not mirrored in the other fails the test.
 FEEDFORWARD_ONLY_LINES = [
-    "args.precision, precision_reason = auto_precision(device, stepwise_update=False)",
     "env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads) for g in range(num_groups)]",
     "eval_envs = make_env(game, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, False, env_threads)",
     "get_action_and_value = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value",
@@ -57,7 +56,6 @@ FEEDFORWARD_ONLY_LINES = [
     "loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef",
 ]
 RECURRENT_ONLY_LINES = [
-    "args.precision, precision_reason = auto_precision(device, stepwise_update=True)",
     'rgb = args.frame_input == "rgb"',
     "env_groups = [make_env(game, group_size, args.seed + g * group_size, True, env_threads, rgb) for g in range(num_groups)]",
     "eval_envs = make_env(game, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, False, env_threads, rgb)",
