@@ -352,7 +352,6 @@ def test_malformed_evals_csv_is_named_with_its_line(tmp_path, finished_run):
     assert_one_line_error(run_script(["--resume", run_dir], tmp_path), f"{run_dir / 'evals.csv'}, line 3")
 
 
-@pytest.mark.quick
 @pytest.mark.parametrize(
     "flags,words",
     [
