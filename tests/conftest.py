@@ -229,15 +229,7 @@ def trained_checkpoints(tmp_path_factory):
             shutil.rmtree(cwd, ignore_errors=True)  # what a worker that failed here left
             cwd.mkdir()
             for script, flags in TOOL_AGENTS:
-                proc = subprocess.run(
-                    [sys.executable, str(REPO / script), *TRAIN_FOR_TOOLS, *flags],
-                    cwd=cwd,
-                    env=script_env(),
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                )
-                assert_ok(proc)
+                assert_ok(run_script([*TRAIN_FOR_TOOLS, *flags], cwd, timeout=600, script=REPO / script))
             (cwd / "complete").touch()
     paths = {}
     for script, _ in TOOL_AGENTS:

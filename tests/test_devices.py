@@ -46,6 +46,16 @@ def test_auto_precision_on_cpus(selfattn, monkeypatch, flags, precision):
     assert selfattn.auto_precision(torch.device("cpu"))[0] == precision
 
 
+def test_cpu_flags_are_the_whole_words_of_the_flags_line(selfattn):
+    # auto_precision looks flags up by name: a substring match ("avx512f" inside "avx512fp16") or the line's label
+    # must not count as a flag
+    flags = selfattn.cpu_flags()
+    with open("/proc/cpuinfo") as f:
+        lines = [line for line in f if line.startswith("flags")]
+    assert lines, "no flags line in /proc/cpuinfo"
+    assert flags == set(lines[0].split(":", 1)[1].split()) and "flags" not in flags and len(flags) > 10
+
+
 def test_mps_runs_fp32(selfattn):
     assert selfattn.auto_precision(torch.device("mps"))[0] == "fp32"
 
