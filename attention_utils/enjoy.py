@@ -32,7 +32,7 @@ class Args:
     game: Optional[str] = None
     """play another game with the same actions (e.g. `BreakoutInfinite` for a Breakout agent)"""
     threads: int = 0
-    """torch threads; 0 = all cores"""
+    """torch threads; 0 = one per core this process may use"""
 
 
 def check_args(args: Args) -> None:
@@ -48,8 +48,9 @@ def main(args: Args) -> list[float]:
     check_args(args)
     from attention_utils.checkpoints import load_agent
     from attention_utils.pictures import record_video
+    from attention_utils.runs import available_cores
 
-    torch.set_num_threads(args.threads or os.cpu_count())
+    torch.set_num_threads(args.threads or available_cores())
     loaded = load_agent(args.checkpoint)
     game = loaded.script.parse_game(args.game) if args.game else loaded.game
     out = args.out or os.path.join(beside_checkpoint(args.checkpoint), "enjoy")

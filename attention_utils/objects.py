@@ -55,7 +55,7 @@ from scipy.stats import spearmanr
 from attention_utils.cli_checks import beside_checkpoint, check_at_least, check_checkpoints, free_path
 from attention_utils.metrics import mean_defined, nss, shuffled_auc
 from attention_utils.ram_layouts import LAYOUTS, SCREEN, Box, layout_name, object_boxes
-from attention_utils.runs import atomic_open, save_figure, write_text
+from attention_utils.runs import atomic_open, available_cores, save_figure, write_text
 
 GRID = 84  # the observation's side
 EXPLANATIONS = ("attention", "perturbation", "gradcam", "gradcam++")  # the maps that explain the agent
@@ -93,7 +93,7 @@ class Args:
     out: Optional[str] = None
     """folder for the CSV, table and figure (default: `objects/` beside the first checkpoint)"""
     threads: int = 0
-    """torch threads; 0 = all cores"""
+    """torch threads; 0 = one per core this process may use"""
 
 
 class RamRecorder:
@@ -496,7 +496,7 @@ def check_inputs(args: Args) -> list[tuple[str, object, str]]:
 
 def main(args: Args) -> list[str]:
     """Score every agent; returns the paths written (without extension), one per game."""
-    torch.set_num_threads(args.threads or os.cpu_count())
+    torch.set_num_threads(args.threads or available_cores())
     agents = check_inputs(args)
     out = args.out or os.path.join(beside_checkpoint(args.checkpoint[0]), "objects")
     by_game: dict[str, list[tuple[Recording, list[dict], dict]]] = {}

@@ -1,7 +1,8 @@
 """Run bookkeeping for the training scripts, imported only when a feature needs it: `--resume` (a checkpoint or a
 run folder's latest loadable one, settings, refusals, evaluations logged past the checkpoint), `--eval-only` (the
 long evaluation of a checkpoint) and the closest valid names for a misspelt game. Also what every tool uses to read
-a checkpoint (`read_checkpoint`, `find_checkpoint`) and to write a file (`write_atomically`)."""
+a checkpoint (`read_checkpoint`, `find_checkpoint`), to write a file (`write_atomically`) and to count the cores it
+may use (`available_cores`)."""
 
 import csv
 import dataclasses
@@ -31,6 +32,11 @@ CHECKPOINT_NAME = re.compile(r"step_(\d+)\.cleanrl_model")
 CHECKPOINT_KEYS = {"model", "args", "script", "global_step"}
 EVALS_HEADER = ["global_step", "mean_return", "std_return", "episode_returns"]
 UNFINISHED_WRITE = re.compile(r"\..+\.\d+\.tmp")  # what `write_atomically` leaves behind when killed mid-write
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity: a container's or `taskset`'s share, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 @contextmanager
@@ -262,7 +268,7 @@ def eval_only(script: ModuleType, args, checkpoint: dict, device: torch.device, 
             f"error: cannot write the results into {out_dir} (not writable); nothing was played: "
             "name a writable folder with --eval-dir DIR"
         )
-    num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    num_cores = available_cores()
     num_envs = min(args.eval_episodes, 8 * num_cores)
     rgb = getattr(args, "frame_input", "grey_stack") == "rgb"  # only the recurrent scripts have the setting
     eval_pool = script.make_env(eval_game, num_envs, args.seed + script.EVAL_ONLY_SEED_OFFSET, False, num_cores, rgb)

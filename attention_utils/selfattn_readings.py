@@ -44,7 +44,7 @@ import tyro
 from attention_utils.cli_checks import beside_checkpoint, check_at_least, check_checkpoints, free_path
 from attention_utils.metrics import mean_defined
 from attention_utils.objects import BASELINES, METRICS, _cell, rank_correlation
-from attention_utils.runs import atomic_open, write_text
+from attention_utils.runs import atomic_open, available_cores, write_text
 
 READINGS = ("signed", "negated", "magnitude", "output", "weights")
 READING_NAMES = {
@@ -71,7 +71,7 @@ class Args:
     out: Optional[str] = None
     """folder for the table and CSV (default: `readings/` beside the first checkpoint)"""
     threads: int = 0
-    """torch threads; 0 = all cores"""
+    """torch threads; 0 = one per core this process may use"""
 
 
 def received_weights(block, h: torch.Tensor) -> torch.Tensor:
@@ -243,7 +243,7 @@ def markdown(results: list[dict], frames: int) -> str:
 
 
 def main(args: Args) -> list[str]:
-    torch.set_num_threads(args.threads or os.cpu_count())
+    torch.set_num_threads(args.threads or available_cores())
     agents = check_inputs(args)
     out = args.out or os.path.join(beside_checkpoint(args.checkpoint[0]), "readings")
     results, all_rows = [], []

@@ -32,7 +32,7 @@ import tyro
 
 from attention_utils.cli_checks import check_at_least, check_output_folder
 from attention_utils.curves import plot_curves, read_anchors, read_evals
-from attention_utils.runs import read_checkpoint, write_atomically, write_text
+from attention_utils.runs import available_cores, read_checkpoint, write_atomically, write_text
 
 MIN_CARD_EPISODES = 30
 # settings the card's command leaves out: computed at run time, or how the run was shown and resumed
@@ -73,8 +73,7 @@ def describe_machine() -> str:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         model = names[0] if names else model
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores"
+    return f"{model}, {available_cores()} cores"
 
 
 def training_command(script, saved_args: dict) -> str:

@@ -64,6 +64,23 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker, and every script and tool it starts, runs on its own share of the cores.
+    The scripts and tools size their torch and envpool thread pools by the cores they may use; unpinned, two
+    workers each start two-thread processes on a 2-core machine, and torch's spinning threads fighting over the
+    cores made a 3-game evaluation 4-5x slower than alone."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...; unset with -n 0
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index, count = int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.sched_setaffinity(0, cores[index::count] or [cores[index % len(cores)]])  # disjoint shares while cores last
+
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the tests that run models in the worker itself
+
+
 def load_module(path, name=None):
     """Import a Python file as a module (without running its `__main__` block)."""
     path = Path(path)

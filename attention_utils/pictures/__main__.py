@@ -24,7 +24,7 @@ class Args:
     states: int = 4
     """how many states of the game (rows of the picture), 40 steps apart"""
     threads: int = 0
-    """torch threads; 0 = all cores"""
+    """torch threads; 0 = one per core this process may use"""
 
 
 def main(args: Args) -> str:
@@ -37,8 +37,9 @@ def main(args: Args) -> str:
 
     from attention_utils.checkpoints import load_agent
     from attention_utils.pictures import save_attention_grid
+    from attention_utils.runs import available_cores
 
-    torch.set_num_threads(args.threads or os.cpu_count())
+    torch.set_num_threads(args.threads or available_cores())
     loaded = load_agent(args.checkpoint)
     default = os.path.join(beside_checkpoint(args.checkpoint), f"attention_step_{loaded.global_step:09d}.png")
     path = free_path(args.out or default)
