@@ -4,6 +4,7 @@ policy step, at the script's default sizes, per precision and with or without `-
     python benchmarks/recurrent_update.py                                    # top-down agent, bf16
     python benchmarks/recurrent_update.py --script ppo_atari_temporal.py --agent-args arch=spatiotemporal
     python benchmarks/recurrent_update.py --repo /tmp/older-checkout         # the same on another checkout
+    python benchmarks/recurrent_update.py --profile 12                       # + the minibatch's 12 costliest operators
 
 `--repo` imports the scripts of another checkout (e.g. `git worktree add /tmp/older-checkout HEAD~5`), so a change
 is measured against the code before it in one session on one machine.
@@ -38,6 +39,8 @@ class Args:
     """timed minibatches (after 2 warm-up ones); the median is reported, steadier than the mean on a shared machine"""
     threads: int = 0
     """torch threads for the update; 0 = all cores (the rollout uses 1, as the scripts do)"""
+    profile: int = 0
+    """after the timing, profile one more minibatch and print its this many costliest operators (self CPU time)"""
 
 
 def main(args: Args) -> None:
@@ -81,6 +84,10 @@ def main(args: Args) -> None:
         minibatch()
         times.append(time.perf_counter() - start)
     update = statistics.median(times)
+    if args.profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            minibatch()
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
 
     rollout_envs = settings.num_envs // 2  # the loop acts on one of its two env pools at a time
     step_obs = obs[:rollout_envs]
