@@ -120,6 +120,13 @@ MISTAKES = [
         "tests/test_zoo.py -k stopped_evaluation",
     ),
     (
+        "eval_pool_sized_by_the_machine_not_the_affinity",
+        "attention_utils/runs.py",
+        'return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()',
+        "return os.cpu_count()",
+        "tests/test_zoo.py -k sizes_its_pool",
+    ),
+    (
         "script_imports_the_package_at_import_time",
         "ppo_atari_fls.py",
         "import torch\n",

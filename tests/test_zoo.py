@@ -3,6 +3,7 @@ script takes as it is; `--eval-only` keeps its finished games when stopped and r
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -257,3 +258,25 @@ def test_eval_only_refuses_a_folder_it_cannot_write_before_playing(cwca, tmp_pat
     assert "--eval-dir is only used with --eval-only" in error_line(
         run([REPO / "ppo_atari_selfattn.py", "--eval-dir", a_file], REPO)
     )
+
+
+def test_eval_only_sizes_its_pool_by_the_cores_it_may_use(cwca, tmp_path):
+    """`--eval-only` plays at most 8 games at once per core it may use: its affinity (a container's or taskset's share,
+    as each test worker's is), not the machine's core count. Pinned to one core, 12 games run on 8 envs."""
+    checkpoint, _ = cwca
+    command = [sys.executable, REPO / "ppo_atari_selfattn.py", "--eval-only", "--resume", checkpoint]
+    command += ["--eval-episodes", 12, "--eval-dir", tmp_path]
+    one_core = min(os.sched_getaffinity(0))
+    proc = subprocess.run(
+        list(map(str, command)),
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=lambda: os.sched_setaffinity(0, {one_core}),
+    )
+    assert proc.returncode == 0, describe(proc)
+    with open(only_file(tmp_path, "eval_only_*_12ep.csv"), newline="") as f:
+        envs = sorted({int(row["env"]) for row in csv.DictReader(f)})
+    assert envs == list(range(8)), f"12 games on one core were played on envs {envs}"
